@@ -1,0 +1,54 @@
+# Two commands on a fresh machine: `make site` (set up, then build the cluster or the lab),
+# `make test` (everything CI runs).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+INVENTORY ?= inventory/vagrant/hosts.yml
+
+.PHONY: setup unit pytest lint sanity bench test site lab lab-down e2e clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+pytest: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check plugins tests
+	$(BIN)/ruff format --check plugins tests
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint -q
+
+sanity: setup
+	tests/sanity.sh
+
+unit: pytest lint sanity
+
+bench: setup
+	$(PY) tests/bench_mesh.py
+
+# The main job: converge site.yml against INVENTORY (real machines), or `make lab` for the local lab.
+site: setup
+	$(BIN)/ansible-playbook -i $(INVENTORY) site.yml
+
+lab: setup
+	tests/lab/lab.sh up
+
+lab-down:
+	tests/lab/lab.sh down
+
+e2e: setup
+	tests/lab/e2e.sh
+
+test: unit e2e
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache tests/output .ansible

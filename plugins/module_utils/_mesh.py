@@ -1,0 +1,256 @@
+# Copyright: contributors to k8s_ipsec.cni
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure planning logic for the IPsec pod network: per-node subnets and the full-mesh peer list.
+
+No Ansible imports: the modules are thin shells over these functions, and the unit tests call them directly.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import re
+
+DEFAULT_CLUSTER_CIDR = "10.128.0.0/16"
+DEFAULT_NODE_PREFIX = 24
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+
+# kube-proxy marks packets with 0x4000 (masquerade) and 0x8000 (drop); VTI keys become xfrm marks,
+# so those two bits are kept clear by spreading the pair number around them.
+KUBE_PROXY_MARK_BITS = 0x4000 | 0x8000
+_LOW_KEY_BITS = 14
+_MAX_PAIR_NUMBER = (1 << 30) - 1
+
+INTERFACE_PREFIX = "vti"
+_IFNAMSIZ = 15
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def inventory_argument_spec():
+    """The options both computing modules share (a plain dict: AnsibleModule's argument_spec format)."""
+    return dict(
+        nodes=dict(type="list", elements="dict", required=True),
+        cluster_cidr=dict(type="str", default=DEFAULT_CLUSTER_CIDR),
+        node_prefix=dict(type="int", default=DEFAULT_NODE_PREFIX),
+        service_cidr=dict(type="str", default=DEFAULT_SERVICE_CIDR),
+    )
+
+
+class InventoryError(ValueError):
+    """The inventory cannot describe a valid mesh. The message names every offending host and value."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("invalid k8s_ipsec inventory: " + "; ".join(self.problems))
+
+
+class Node:
+    __slots__ = ("name", "address", "index")
+
+    def __init__(self, name, address, index):
+        self.name = name
+        self.address = address
+        self.index = index
+
+
+def _parse_index(raw):
+    """Return an int index, or None when raw is not a whole number (booleans and floats included)."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and re.fullmatch(r"-?[0-9]+", raw.strip()):
+        return int(raw.strip())
+    return None
+
+
+def _parse_network(value, what, problems):
+    try:
+        network = ipaddress.ip_network(str(value), strict=True)
+    except ValueError as exc:
+        problems.append("%s %r is not a valid network in CIDR notation (%s)" % (what, value, exc))
+        return None
+    if network.version != 4:
+        problems.append("%s %r must be IPv4: the VTI tunnels carry IPv4" % (what, value))
+        return None
+    return network
+
+
+def _parse_prefix(node_prefix, cluster, problems):
+    prefix = _parse_index(node_prefix)
+    if prefix is None:
+        problems.append("node_prefix %r is not an integer" % (node_prefix,))
+        return None
+    if cluster is not None and not cluster.prefixlen < prefix <= 30:
+        problems.append(
+            "node_prefix /%d must be longer than the cluster CIDR /%d and at most /30"
+            % (prefix, cluster.prefixlen)
+        )
+        return None
+    return prefix
+
+
+def validate_nodes(nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX,
+                   service_cidr=DEFAULT_SERVICE_CIDR):
+    """Check the whole inventory at once; return (nodes, cluster network, node prefix) or raise InventoryError.
+
+    Every problem found is reported, each naming its host and value, so one run tells the operator
+    everything to fix.
+    """
+    problems = []
+    cluster = _parse_network(cluster_cidr, "cluster_cidr", problems)
+    service = _parse_network(service_cidr, "service_cidr", problems)
+    prefix = _parse_prefix(node_prefix, cluster, problems)
+    if cluster is not None and service is not None and cluster.overlaps(service):
+        problems.append("cluster_cidr %s overlaps service_cidr %s" % (cluster, service))
+    capacity = 1 << (prefix - cluster.prefixlen) if cluster is not None and prefix is not None else None
+
+    if not isinstance(nodes, (list, tuple)) or not nodes:
+        raise InventoryError(problems + ["no nodes: group k8s_cluster is empty or missing"])
+
+    parsed = []
+    by_name, by_address, by_index = {}, {}, {}
+    for position, raw in enumerate(nodes):
+        if not isinstance(raw, dict):
+            problems.append("node #%d is not a mapping with name, address and index: %r" % (position, raw))
+            continue
+        name = raw.get("name")
+        name = "" if name is None else str(name).strip()
+        if not name:
+            problems.append("node #%d has an empty name" % position)
+            continue
+        if name in by_name:
+            problems.append("host %s is listed twice" % name)
+            continue
+        by_name[name] = True
+
+        address_raw = raw.get("address")
+        address = None
+        try:
+            address = ipaddress.ip_address(str(address_raw).strip())
+        except ValueError:
+            problems.append(
+                "host %s: address %r (ansible_host or k8s_ipsec_address) is not an IP address" % (name, address_raw)
+            )
+        if address is not None:
+            if address.version != 4:
+                problems.append("host %s: address %s must be IPv4 for the VTI tunnels" % (name, address))
+            elif cluster is not None and address in cluster:
+                problems.append(
+                    "host %s: underlay address %s lies inside cluster_cidr %s" % (name, address, cluster)
+                )
+            elif address in by_address:
+                problems.append(
+                    "hosts %s and %s share the address %s" % (by_address[address], name, address)
+                )
+            else:
+                by_address[address] = name
+
+        index_raw = raw.get("index")
+        index = _parse_index(index_raw)
+        if index_raw is None:
+            problems.append("host %s has no k8s_ipsec_node_index" % name)
+        elif index is None:
+            problems.append("host %s: k8s_ipsec_node_index %r is not an integer" % (name, index_raw))
+        elif index < 0:
+            problems.append("host %s: k8s_ipsec_node_index %d is negative" % (name, index))
+        elif capacity is not None and index >= capacity:
+            problems.append(
+                "host %s: k8s_ipsec_node_index %d does not fit: cluster_cidr %s holds %d /%d subnets (0..%d)"
+                % (name, index, cluster, capacity, prefix, capacity - 1)
+            )
+        elif index in by_index:
+            problems.append(
+                "hosts %s and %s share k8s_ipsec_node_index %d" % (by_index[index], name, index)
+            )
+        else:
+            by_index[index] = name
+            if _pair_number(index, index + 1) > _MAX_PAIR_NUMBER:
+                problems.append("host %s: k8s_ipsec_node_index %d is too large for the VTI key space" % (name, index))
+        parsed.append(Node(name, address, index))
+
+    if problems:
+        raise InventoryError(problems)
+    return parsed, cluster, prefix
+
+
+def _subnet(cluster, prefix, index):
+    size = 1 << (32 - prefix)
+    return ipaddress.ip_network((int(cluster.network_address) + index * size, prefix))
+
+
+def _subnet_entry(cluster, prefix, index):
+    subnet = _subnet(cluster, prefix, index)
+    return {"index": index, "subnet": str(subnet), "gateway": str(subnet.network_address + 1)}
+
+
+def pod_subnets(nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX,
+                service_cidr=DEFAULT_SERVICE_CIDR):
+    """Map each node name to {index, subnet, gateway}: index N owns the N-th /node_prefix of the cluster CIDR."""
+    parsed, cluster, prefix = validate_nodes(nodes, cluster_cidr, node_prefix, service_cidr)
+    return {node.name: _subnet_entry(cluster, prefix, node.index) for node in parsed}
+
+
+def _pair_number(a, b):
+    """A distinct positive integer for each unordered pair of distinct indexes (triangular numbering)."""
+    low, high = min(a, b), max(a, b)
+    return high * (high - 1) // 2 + low + 1
+
+
+def pair_key(a, b):
+    """The VTI key (xfrm mark) of the pair {a, b}: equal at both ends, unique per pair, kube-proxy bits clear."""
+    number = _pair_number(a, b)
+    low = number & ((1 << _LOW_KEY_BITS) - 1)
+    high = number >> _LOW_KEY_BITS
+    return low | (high << (_LOW_KEY_BITS + 2))
+
+
+def interface_name(peer_index):
+    """Tunnel device for the peer: unique per node because indexes are, and short whatever the host names."""
+    name = "%s%d" % (INTERFACE_PREFIX, peer_index)
+    assert len(name) <= _IFNAMSIZ
+    return name
+
+
+def connection_name(peer_name, peer_index):
+    """swanctl connection name: readable, limited to [A-Za-z0-9_-], unique per node through the peer index."""
+    safe = _UNSAFE_NAME_CHARS.sub("_", peer_name)[:40]
+    return "peer%d-%s" % (peer_index, safe)
+
+
+def mesh_peers(nodes, node, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX,
+               service_cidr=DEFAULT_SERVICE_CIDR):
+    """The tunnels `node` needs: one entry per other node, ordered by the peer's index."""
+    parsed, cluster, prefix = validate_nodes(nodes, cluster_cidr, node_prefix, service_cidr)
+    return peers_of(parsed, node, cluster, prefix)
+
+
+def peers_of(parsed, node, cluster, prefix):
+    """mesh_peers over an already validated inventory (lets callers validate once for many nodes)."""
+    local = next((n for n in parsed if n.name == node), None)
+    if local is None:
+        raise InventoryError(
+            ["node %r is not in the inventory (known: %s)" % (node, ", ".join(sorted(n.name for n in parsed)))]
+        )
+    local_subnet = str(_subnet(cluster, prefix, local.index))
+    peers = []
+    for peer in sorted(parsed, key=lambda n: n.index):
+        if peer is local:
+            continue
+        peers.append(
+            {
+                "name": peer.name,
+                "index": peer.index,
+                "local_address": str(local.address),
+                "remote_address": str(peer.address),
+                "local_subnet": local_subnet,
+                "remote_subnet": str(_subnet(cluster, prefix, peer.index)),
+                "connection": connection_name(peer.name, peer.index),
+                "interface": interface_name(peer.index),
+                "key": pair_key(local.index, peer.index),
+                # Exactly one end of a pair starts the tunnel, so a pair never holds two IKE_SAs.
+                "initiator": local.index < peer.index,
+            }
+        )
+    return peers
