@@ -1,0 +1,92 @@
+"""The two modules run by Ansible itself on localhost: arguments, results, failures and the plan playbook."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[4]
+BIN = Path(sys.executable).parent
+
+
+def run(*args, env_extra=None):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    env.update(env_extra or {})
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def adhoc(module, arguments, check=False):
+    extra = ["--check"] if check else []
+    proc = run(
+        str(BIN / "ansible"), "localhost", "-c", "local", "-m", module, "-a", json.dumps(arguments), *extra,
+        env_extra={"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"},
+    )
+    output = json.loads(proc.stdout)
+    return proc.returncode, output["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+NODES = [
+    {"name": "kube-node1", "address": "192.168.64.10", "index": 1},
+    {"name": "kube-node2", "address": "192.168.64.20", "index": 2},
+    {"name": "kube-node3", "address": "192.168.64.30", "index": 3},
+]
+
+
+def test_pod_subnets_module_returns_subnets_and_changes_nothing():
+    rc, result = adhoc("k8s_ipsec.cni.pod_subnets", {"nodes": NODES}, check=True)
+    assert rc == 0
+    assert result["changed"] is False
+    assert result["subnets"]["kube-node3"] == {"index": 3, "subnet": "10.128.3.0/24", "gateway": "10.128.3.1"}
+
+
+def test_mesh_peers_module_returns_the_contract_keys():
+    rc, result = adhoc("k8s_ipsec.cni.mesh_peers", {"nodes": NODES, "node": "kube-node3"})
+    assert rc == 0
+    assert [p["name"] for p in result["peers"]] == ["kube-node1", "kube-node2"]
+    assert set(result["peers"][0]) >= {
+        "name", "local_address", "remote_address", "local_subnet", "remote_subnet", "connection", "interface", "key",
+    }
+
+
+def test_module_failure_names_the_host_and_value():
+    bad = [dict(node) for node in NODES]
+    bad[1]["index"] = 1
+    rc, result = adhoc("k8s_ipsec.cni.mesh_peers", {"nodes": bad, "node": "kube-node1"})
+    assert rc != 0
+    assert result["failed"] is True
+    assert "hosts kube-node1 and kube-node2 share k8s_ipsec_node_index 1" in result["msg"]
+
+
+def test_show_plan_over_the_vagrant_inventory_prints_the_original_pairs():
+    proc = run(str(BIN / "ansible-playbook"), "-i", "inventory/vagrant/hosts.yml", "playbooks/show_plan.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for pair in ("kube-node1 <-> kube-node2", "kube-node1 <-> kube-node3", "kube-node2 <-> kube-node3"):
+        assert pair in proc.stdout
+    for subnet in ("10.128.1.0/24", "10.128.2.0/24", "10.128.3.0/24"):
+        assert subnet in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "host_vars, message",
+    [
+        ("ansible_host: 192.168.64.20\n      k8s_ipsec_node_index: 1", "share k8s_ipsec_node_index 1"),
+        ("ansible_host: 192.168.64.20", "host b has no k8s_ipsec_node_index"),
+        ("ansible_host: b.example\n      k8s_ipsec_node_index: 2", "host b: address 'b.example'"),
+        ("ansible_host: 192.168.64.20\n      k8s_ipsec_address: 10.128.9.9\n      k8s_ipsec_node_index: 2",
+         "host b: underlay address 10.128.9.9 lies inside"),
+    ],
+)
+def test_site_rejects_a_bad_inventory_before_touching_any_node(tmp_path, host_vars, message):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "k8s_cluster:\n  hosts:\n    a:\n      ansible_host: 192.168.64.10\n      k8s_ipsec_node_index: 1\n"
+        "    b:\n      " + host_vars + "\n"
+    )
+    # Unreachable hosts: if anything but the controller-side plan ran, the failure would be "unreachable".
+    proc = run(str(BIN / "ansible-playbook"), "-i", str(inventory), "site.yml")
+    assert proc.returncode != 0
+    assert message in proc.stdout
+    assert "unreachable=1" not in proc.stdout and "UNREACHABLE" not in proc.stdout
