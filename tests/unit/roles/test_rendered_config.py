@@ -1,0 +1,258 @@
+"""The kubeadm and containerd roles' real templates, rendered by Ansible with the roles' defaults and a real plan."""
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+PLAYBOOK = Path(__file__).with_name("render_templates.yml")
+
+TOKEN = "abcdef.0123456789abcdef"
+CA_HASH = "sha256:" + "0123456789abcdef" * 4
+CERT_KEY = "f" * 64
+KUBEADM_VERSION = "v1.36.4"
+
+
+def kubeadm_defaults():
+    return yaml.safe_load((ROOT / "roles/kubeadm/defaults/main.yml").read_text())
+
+
+def render(tmp_path, nodes, control_planes, extra=None):
+    """Write an inventory of `nodes` (name -> index), run the render playbook, return a reader of its output."""
+    inventory = {
+        "k8s_cluster": {
+            "hosts": {
+                name: {
+                    "ansible_host": f"192.168.64.{index * 10}",
+                    "k8s_ipsec_node_index": index,
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": sys.executable,
+                }
+                for name, index in nodes.items()
+            }
+        },
+        "kube_control_plane": {"hosts": {name: None for name in control_planes}},
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    out = tmp_path / "out"
+    extra_vars = {
+        "render_dir": str(out),
+        "test_kubeadm_version": KUBEADM_VERSION,
+        "test_token": TOKEN,
+        "test_ca_cert_hash": CA_HASH,
+        "test_certificate_key": CERT_KEY,
+        **(extra or {}),
+    }
+    (tmp_path / "extra.json").write_text(json.dumps(extra_vars))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            str(tmp_path / "hosts.yml"),
+            "-e",
+            f"@{tmp_path / 'extra.json'}",
+            str(PLAYBOOK),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    class Rendered:
+        @staticmethod
+        def text(host, name):
+            return (out / host / name).read_text()
+
+        @staticmethod
+        def docs(host, name):
+            return {doc["kind"]: doc for doc in yaml.safe_load_all(Rendered.text(host, name)) if doc}
+
+        @staticmethod
+        def computed(host):
+            return json.loads(Rendered.text(host, "computed.json"))
+
+    return Rendered
+
+
+THREE = {"kube-node1": 1, "kube-node2": 2, "kube-node3": 3}
+
+
+@pytest.fixture(scope="module")
+def three_nodes(tmp_path_factory):
+    """The Vagrant layout: three nodes, kube-node1 the only control plane, every default untouched."""
+    return render(tmp_path_factory.mktemp("three"), THREE, ["kube-node1"])
+
+
+@pytest.fixture(scope="module")
+def four_nodes(tmp_path_factory):
+    """Four nodes with two control planes, another pod CIDR and a pinned patch release."""
+    nodes = {"alpha": 4, "bravo": 7, "charlie": 9, "delta": 12}
+    return render(
+        tmp_path_factory.mktemp("four"),
+        nodes,
+        ["bravo", "alpha"],
+        {
+            "network_plan_cluster_cidr": "10.200.0.0/16",
+            "network_plan_service_cidr": "172.20.0.0/16",
+            "kubeadm_kubernetes_version": "1.36.2",
+            "kubeadm_api_server_cert_sans": ["api.example.test"],
+        },
+    )
+
+
+def test_default_minor_is_a_v1beta4_release():
+    minor = kubeadm_defaults()["kubeadm_kubernetes_minor"]
+    assert isinstance(minor, str)
+    major, number = (int(part) for part in minor.split("."))
+    assert major == 1 and number >= 31
+
+
+def test_init_advertises_the_api_on_the_cni0_gateway(three_nodes):
+    init = three_nodes.docs("kube-node1", "kubeadm-init.yaml")["InitConfiguration"]
+    assert init["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert init["localAPIEndpoint"] == {"advertiseAddress": "10.128.1.1", "bindPort": 6443}
+
+
+def test_init_sets_the_kubelet_node_ip_to_the_gateway_as_a_name_value_list(three_nodes):
+    registration = three_nodes.docs("kube-node1", "kubeadm-init.yaml")["InitConfiguration"]["nodeRegistration"]
+    assert registration["kubeletExtraArgs"] == [{"name": "node-ip", "value": "10.128.1.1"}]
+    assert registration["name"] == "kube-node1"
+    assert registration["criSocket"] == "unix:///run/containerd/containerd.sock"
+    assert "ignorePreflightErrors" not in registration
+
+
+def test_small_cluster_control_plane_is_schedulable(three_nodes):
+    registration = three_nodes.docs("kube-node1", "kubeadm-init.yaml")["InitConfiguration"]["nodeRegistration"]
+    assert registration["taints"] == []
+    assert three_nodes.computed("kube-node1")["schedulable"] is True
+
+
+def test_cluster_configuration_uses_the_plan_and_the_installed_version(three_nodes):
+    cluster = three_nodes.docs("kube-node1", "kubeadm-init.yaml")["ClusterConfiguration"]
+    minor = kubeadm_defaults()["kubeadm_kubernetes_minor"]
+    assert cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert cluster["kubernetesVersion"] == KUBEADM_VERSION
+    assert cluster["kubernetesVersion"].startswith(f"v{minor}.")
+    assert cluster["networking"]["podSubnet"] == "10.128.0.0/16"
+    assert cluster["networking"]["serviceSubnet"] == "10.96.0.0/12"
+    assert cluster["controlPlaneEndpoint"] == "10.128.1.1:6443"
+    assert {"10.128.1.1", "192.168.64.10"} <= set(cluster["apiServer"]["certSANs"])
+    assert {"name": "allocate-node-cidrs", "value": "false"} in cluster["controllerManager"]["extraArgs"]
+
+
+def test_kubelet_and_kube_proxy_match_the_runtime_and_the_pod_network(three_nodes):
+    docs = three_nodes.docs("kube-node1", "kubeadm-init.yaml")
+    assert docs["KubeletConfiguration"]["cgroupDriver"] == "systemd"
+    assert docs["KubeProxyConfiguration"]["clusterCIDR"] == "10.128.0.0/16"
+    cri = tomllib.loads(three_nodes.text("kube-node1", "config.toml"))["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+
+
+def test_worker_join_verifies_the_ca_and_uses_its_own_gateway(three_nodes):
+    join = three_nodes.docs("kube-node3", "kubeadm-join.yaml")["JoinConfiguration"]
+    assert join["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert join["discovery"] == {
+        "bootstrapToken": {"apiServerEndpoint": "10.128.1.1:6443", "token": TOKEN, "caCertHashes": [CA_HASH]}
+    }
+    assert "unsafeSkipCAVerification" not in three_nodes.text("kube-node3", "kubeadm-join.yaml")
+    assert join["nodeRegistration"]["kubeletExtraArgs"] == [{"name": "node-ip", "value": "10.128.3.1"}]
+    assert "controlPlane" not in join
+    assert "taints" not in join["nodeRegistration"]
+
+
+def test_default_packages_follow_the_minor_from_pkgs_k8s_io(three_nodes):
+    minor = kubeadm_defaults()["kubeadm_kubernetes_minor"]
+    computed = three_nodes.computed("kube-node2")
+    assert computed["package_version"] == f"{minor}.*"
+    assert computed["apt_repository_url"] == f"https://pkgs.k8s.io/core:/stable:/v{minor}/deb/"
+    assert computed["apt_key_url"] == f"https://pkgs.k8s.io/core:/stable:/v{minor}/deb/Release.key"
+    assert computed["first_control_plane"] == "kube-node1"
+    assert computed["is_control_plane"] is False
+
+
+def test_larger_cluster_keeps_the_control_plane_taint(four_nodes):
+    registration = four_nodes.docs("bravo", "kubeadm-init.yaml")["InitConfiguration"]["nodeRegistration"]
+    assert "taints" not in registration
+    assert "taints" not in four_nodes.docs("alpha", "kubeadm-join.yaml")["JoinConfiguration"]["nodeRegistration"]
+    assert four_nodes.computed("bravo")["schedulable"] is False
+
+
+def test_first_control_plane_of_the_group_is_the_endpoint_and_values_follow_the_plan(four_nodes):
+    assert four_nodes.computed("delta")["first_control_plane"] == "bravo"
+    cluster = four_nodes.docs("bravo", "kubeadm-init.yaml")["ClusterConfiguration"]
+    assert cluster["networking"] == {
+        "podSubnet": "10.200.0.0/16",
+        "serviceSubnet": "172.20.0.0/16",
+        "dnsDomain": "cluster.local",
+    }
+    assert cluster["controlPlaneEndpoint"] == "10.200.7.1:6443"
+    assert set(cluster["apiServer"]["certSANs"]) == {
+        "10.200.7.1",
+        "192.168.64.70",
+        "10.200.4.1",
+        "192.168.64.40",
+        "api.example.test",
+    }
+    worker = four_nodes.docs("delta", "kubeadm-join.yaml")["JoinConfiguration"]
+    assert worker["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "10.200.7.1:6443"
+    assert worker["nodeRegistration"]["kubeletExtraArgs"] == [{"name": "node-ip", "value": "10.200.12.1"}]
+
+
+def test_second_control_plane_joins_with_the_certificate_key_on_its_gateway(four_nodes):
+    join = four_nodes.docs("alpha", "kubeadm-join.yaml")["JoinConfiguration"]
+    assert join["controlPlane"] == {
+        "localAPIEndpoint": {"advertiseAddress": "10.200.4.1", "bindPort": 6443},
+        "certificateKey": CERT_KEY,
+    }
+    assert join["discovery"]["bootstrapToken"]["caCertHashes"] == [CA_HASH]
+
+
+def test_pinned_patch_release_pins_the_packages(four_nodes):
+    assert four_nodes.computed("alpha")["package_version"] == "1.36.2-*"
+
+
+def test_containerd_uses_the_distribution_cni_plugins_and_our_conf_dir(three_nodes):
+    cri = tomllib.loads(three_nodes.text("kube-node2", "config.toml"))["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["cni"] == {"bin_dir": "/usr/lib/cni", "conf_dir": "/etc/cni/net.d", "max_conf_num": 1}
+    assert cri["containerd"]["runtimes"]["runc"]["runtime_type"] == "io.containerd.runc.v2"
+    assert cri["sandbox_image"].startswith("registry.k8s.io/pause:")
+
+
+@pytest.mark.parametrize(
+    ("name", "units"),
+    [
+        ("containerd-order.conf", "k8s-ipsec-cni0.service strongswan.service"),
+        ("kubelet-order.conf", "k8s-ipsec-cni0.service strongswan.service containerd.service"),
+    ],
+)
+def test_boot_order_drop_ins_come_after_cni0_and_strongswan(three_nodes, name, units):
+    lines = three_nodes.text("kube-node1", name).splitlines()
+    assert f"After={units}" in lines
+    assert f"Wants={units}" in lines
+    assert lines.index("[Unit]") < lines.index(f"After={units}")
+
+
+@pytest.mark.parametrize(
+    ("name", "role"),
+    [
+        ("kubeadm-init.yaml", "kubeadm"),
+        ("kubeadm-join.yaml", "kubeadm"),
+        ("kubelet-order.conf", "kubeadm"),
+        ("config.toml", "containerd"),
+        ("containerd-order.conf", "containerd"),
+        ("crictl.yaml", "containerd"),
+    ],
+)
+def test_every_rendered_file_says_who_manages_it(three_nodes, name, role):
+    assert three_nodes.text("kube-node1", name).splitlines()[0] == f"# Managed by k8s_ipsec.cni (role {role})"
