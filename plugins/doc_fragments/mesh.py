@@ -15,7 +15,7 @@ options:
       - Every node of the cluster, normally built from group C(k8s_cluster) of the inventory, not from
         gathered facts, so the result is the same under C(--limit).
       - Each item is a mapping with C(name) (the inventory hostname), C(address) (the IPv4 underlay
-        address: C(k8s_ipsec_address), else C(ansible_host)) and C(index) (C(k8s_ipsec_node_index)).
+        address, from C(k8s_ipsec_address), else C(ansible_host)) and C(index) (C(k8s_ipsec_node_index)).
       - Index N owns the N-th subnet of O(cluster_cidr); indexes are given, never derived, so adding or
         removing a node never renumbers another.
       - The whole list is validated at once; every problem is reported with its host and value.

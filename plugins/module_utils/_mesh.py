@@ -209,7 +209,9 @@ def pair_key(a, b):
 def interface_name(peer_index):
     """Tunnel device for the peer: unique per node because indexes are, and short whatever the host names."""
     name = "%s%d" % (INTERFACE_PREFIX, peer_index)
-    assert len(name) <= _IFNAMSIZ
+    if len(name) > _IFNAMSIZ:
+        raise InventoryError(["node index %d gives the device name %s, longer than %d characters"
+                              % (peer_index, name, _IFNAMSIZ)])
     return name
 
 

@@ -11,7 +11,7 @@ module: mesh_peers
 short_description: Compute one node's IPsec full-mesh peers from the inventory
 version_added: 0.1.0
 description:
-  - Validates the inventory of the IPsec pod network and returns, for O(node), one entry per other node:
+  - Validates the inventory of the IPsec pod network and returns one entry per other node of O(node) with
     the addresses and subnets of both ends, the swanctl connection name, the VTI device name and the VTI
     key (xfrm mark) of the pair.
   - The key is the same at both ends of a pair, unique on each node and clear of the mark bits kube-proxy
@@ -19,7 +19,7 @@ description:
     valid Linux device names of at most 15 characters whatever the host names.
   - Runs on the controller and changes nothing; bad input fails before any node is touched.
 author:
-  - k8s_ipsec maintainers
+  - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - k8s_ipsec.cni.mesh

@@ -15,7 +15,7 @@ description:
     in O(cluster_cidr), and the gateway address its C(cni0) bridge carries.
   - Runs on the controller and changes nothing; bad input fails before any node is touched.
 author:
-  - k8s_ipsec maintainers
+  - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - k8s_ipsec.cni.mesh
