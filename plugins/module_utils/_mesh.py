@@ -224,35 +224,59 @@ def connection_name(peer_name, peer_index):
 def mesh_peers(nodes, node, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX,
                service_cidr=DEFAULT_SERVICE_CIDR):
     """The tunnels `node` needs: one entry per other node, ordered by the peer's index."""
-    parsed, cluster, prefix = validate_nodes(nodes, cluster_cidr, node_prefix, service_cidr)
-    return peers_of(parsed, node, cluster, prefix)
+    return peers_of(plan_mesh(nodes, cluster_cidr, node_prefix, service_cidr), node)
 
 
-def peers_of(parsed, node, cluster, prefix):
-    """mesh_peers over an already validated inventory (lets callers validate once for many nodes)."""
-    local = next((n for n in parsed if n.name == node), None)
+def peers_of(plan, node):
+    """mesh_peers over a plan from plan_mesh: validate once, then list any node's peers in time linear in N."""
+    local = plan.by_name.get(node)
     if local is None:
         raise InventoryError(
-            ["node %r is not in the inventory (known: %s)" % (node, ", ".join(sorted(n.name for n in parsed)))]
+            ["node %r is not in the inventory (known: %s)" % (node, ", ".join(sorted(plan.by_name)))]
         )
-    local_subnet = str(_subnet(cluster, prefix, local.index))
+    me = plan.facts[local.name]
     peers = []
-    for peer in sorted(parsed, key=lambda n: n.index):
+    for peer in plan.ordered:
         if peer is local:
             continue
+        other = plan.facts[peer.name]
         peers.append(
             {
                 "name": peer.name,
                 "index": peer.index,
-                "local_address": str(local.address),
-                "remote_address": str(peer.address),
-                "local_subnet": local_subnet,
-                "remote_subnet": str(_subnet(cluster, prefix, peer.index)),
-                "connection": connection_name(peer.name, peer.index),
-                "interface": interface_name(peer.index),
+                "local_address": me["address"],
+                "remote_address": other["address"],
+                "local_subnet": me["subnet"],
+                "remote_subnet": other["subnet"],
+                "connection": other["connection"],
+                "interface": other["interface"],
                 "key": pair_key(local.index, peer.index),
                 # Exactly one end of a pair starts the tunnel, so a pair never holds two IKE_SAs.
                 "initiator": local.index < peer.index,
             }
         )
     return peers
+
+
+class _Plan:
+    """A validated inventory with what every peer entry repeats computed once per node, not once per pair."""
+
+    def __init__(self, parsed, cluster, prefix):
+        self.ordered = sorted(parsed, key=lambda n: n.index)
+        self.by_name = {n.name: n for n in parsed}
+        self.facts = {
+            n.name: {
+                "address": str(n.address),
+                "subnet": str(_subnet(cluster, prefix, n.index)),
+                "connection": connection_name(n.name, n.index),
+                "interface": interface_name(n.index),
+            }
+            for n in parsed
+        }
+
+
+def plan_mesh(nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX,
+              service_cidr=DEFAULT_SERVICE_CIDR):
+    """Validate the inventory once and precompute what every peer entry repeats."""
+    parsed, cluster, prefix = validate_nodes(nodes, cluster_cidr, node_prefix, service_cidr)
+    return _Plan(parsed, cluster, prefix)
