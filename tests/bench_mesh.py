@@ -45,8 +45,10 @@ def main():
 
         t_all, entries = timed(every)
         assert entries == count * (count - 1)
-        print("%7d %10.1f ms %15.2f ms %19.1f ms %13.3f ms" % (
-            count, t_subnets * 1e3, t_one * 1e3, t_all * 1e3, t_all * 1e3 / count))
+        print(
+            "%7d %10.1f ms %15.2f ms %19.1f ms %13.3f ms"
+            % (count, t_subnets * 1e3, t_one * 1e3, t_all * 1e3, t_all * 1e3 / count)
+        )
 
 
 if __name__ == "__main__":

@@ -84,15 +84,15 @@ def _parse_prefix(node_prefix, cluster, problems):
         return None
     if cluster is not None and not cluster.prefixlen < prefix <= 30:
         problems.append(
-            "node_prefix /%d must be longer than the cluster CIDR /%d and at most /30"
-            % (prefix, cluster.prefixlen)
+            "node_prefix /%d must be longer than the cluster CIDR /%d and at most /30" % (prefix, cluster.prefixlen)
         )
         return None
     return prefix
 
 
-def validate_nodes(nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX,
-                   service_cidr=DEFAULT_SERVICE_CIDR):
+def validate_nodes(
+    nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX, service_cidr=DEFAULT_SERVICE_CIDR
+):
     """Check the whole inventory at once; return (nodes, cluster network, node prefix) or raise InventoryError.
 
     Every problem found is reported, each naming its host and value, so one run tells the operator
@@ -137,13 +137,9 @@ def validate_nodes(nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT
             if address.version != 4:
                 problems.append("host %s: address %s must be IPv4 for the VTI tunnels" % (name, address))
             elif cluster is not None and address in cluster:
-                problems.append(
-                    "host %s: underlay address %s lies inside cluster_cidr %s" % (name, address, cluster)
-                )
+                problems.append("host %s: underlay address %s lies inside cluster_cidr %s" % (name, address, cluster))
             elif address in by_address:
-                problems.append(
-                    "hosts %s and %s share the address %s" % (by_address[address], name, address)
-                )
+                problems.append("hosts %s and %s share the address %s" % (by_address[address], name, address))
             else:
                 by_address[address] = name
 
@@ -161,9 +157,7 @@ def validate_nodes(nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT
                 % (name, index, cluster, capacity, prefix, capacity - 1)
             )
         elif index in by_index:
-            problems.append(
-                "hosts %s and %s share k8s_ipsec_node_index %d" % (by_index[index], name, index)
-            )
+            problems.append("hosts %s and %s share k8s_ipsec_node_index %d" % (by_index[index], name, index))
         else:
             by_index[index] = name
             if _pair_number(index, index + 1) > _MAX_PAIR_NUMBER:
@@ -185,8 +179,9 @@ def _subnet_entry(cluster, prefix, index):
     return {"index": index, "subnet": str(subnet), "gateway": str(subnet.network_address + 1)}
 
 
-def pod_subnets(nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX,
-                service_cidr=DEFAULT_SERVICE_CIDR):
+def pod_subnets(
+    nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX, service_cidr=DEFAULT_SERVICE_CIDR
+):
     """Map each node name to {index, subnet, gateway}: index N owns the N-th /node_prefix of the cluster CIDR."""
     parsed, cluster, prefix = validate_nodes(nodes, cluster_cidr, node_prefix, service_cidr)
     return {node.name: _subnet_entry(cluster, prefix, node.index) for node in parsed}
@@ -210,8 +205,9 @@ def interface_name(peer_index):
     """Tunnel device for the peer: unique per node because indexes are, and short whatever the host names."""
     name = "%s%d" % (INTERFACE_PREFIX, peer_index)
     if len(name) > _IFNAMSIZ:
-        raise InventoryError(["node index %d gives the device name %s, longer than %d characters"
-                              % (peer_index, name, _IFNAMSIZ)])
+        raise InventoryError(
+            ["node index %d gives the device name %s, longer than %d characters" % (peer_index, name, _IFNAMSIZ)]
+        )
     return name
 
 
@@ -221,8 +217,9 @@ def connection_name(peer_name, peer_index):
     return "peer%d-%s" % (peer_index, safe)
 
 
-def mesh_peers(nodes, node, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX,
-               service_cidr=DEFAULT_SERVICE_CIDR):
+def mesh_peers(
+    nodes, node, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX, service_cidr=DEFAULT_SERVICE_CIDR
+):
     """The tunnels `node` needs: one entry per other node, ordered by the peer's index."""
     return peers_of(plan_mesh(nodes, cluster_cidr, node_prefix, service_cidr), node)
 
@@ -231,9 +228,7 @@ def peers_of(plan, node):
     """mesh_peers over a plan from plan_mesh: validate once, then list any node's peers in time linear in N."""
     local = plan.by_name.get(node)
     if local is None:
-        raise InventoryError(
-            ["node %r is not in the inventory (known: %s)" % (node, ", ".join(sorted(plan.by_name)))]
-        )
+        raise InventoryError(["node %r is not in the inventory (known: %s)" % (node, ", ".join(sorted(plan.by_name)))])
     me = plan.facts[local.name]
     peers = []
     for peer in plan.ordered:
@@ -275,8 +270,9 @@ class _Plan:
         }
 
 
-def plan_mesh(nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX,
-              service_cidr=DEFAULT_SERVICE_CIDR):
+def plan_mesh(
+    nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX, service_cidr=DEFAULT_SERVICE_CIDR
+):
     """Validate the inventory once and precompute what every peer entry repeats."""
     parsed, cluster, prefix = validate_nodes(nodes, cluster_cidr, node_prefix, service_cidr)
     return _Plan(parsed, cluster, prefix)

@@ -32,8 +32,11 @@ def test_vagrant_inventory_gets_the_original_subnets():
 
 
 def test_vagrant_inventory_gets_the_original_three_pairs():
-    pairs = {frozenset((node["name"], peer["name"])) for node in vagrant_nodes()
-             for peer in mesh_peers(vagrant_nodes(), node["name"])}
+    pairs = {
+        frozenset((node["name"], peer["name"]))
+        for node in vagrant_nodes()
+        for peer in mesh_peers(vagrant_nodes(), node["name"])
+    }
     assert pairs == {
         frozenset(("kube-node1", "kube-node2")),
         frozenset(("kube-node1", "kube-node3")),
@@ -98,18 +101,30 @@ BAD_INVENTORIES = [
     ("word index", lambda n: n[0].update(index="one"), ["kube-node1", "'one'", "not an integer"]),
     ("boolean index", lambda n: n[0].update(index=True), ["kube-node1", "True", "not an integer"]),
     ("index beyond capacity", lambda n: n[0].update(index=256), ["kube-node1", "256", "does not fit"]),
-    ("duplicate name", lambda n: n[1].update(name="kube-node1", address="192.168.64.99", index=9),
-     ["kube-node1", "listed twice"]),
+    (
+        "duplicate name",
+        lambda n: n[1].update(name="kube-node1", address="192.168.64.99", index=9),
+        ["kube-node1", "listed twice"],
+    ),
     ("empty name", lambda n: n[0].update(name="  "), ["node #0", "empty name"]),
     ("missing name", lambda n: n[0].pop("name"), ["node #0", "empty name"]),
-    ("duplicate address", lambda n: n[2].update(address="192.168.64.10"),
-     ["kube-node1", "kube-node3", "192.168.64.10"]),
-    ("address not an IP", lambda n: n[0].update(address="kube-node1.example"),
-     ["kube-node1", "kube-node1.example", "not an IP address"]),
+    (
+        "duplicate address",
+        lambda n: n[2].update(address="192.168.64.10"),
+        ["kube-node1", "kube-node3", "192.168.64.10"],
+    ),
+    (
+        "address not an IP",
+        lambda n: n[0].update(address="kube-node1.example"),
+        ["kube-node1", "kube-node1.example", "not an IP address"],
+    ),
     ("missing address", lambda n: n[0].pop("address"), ["kube-node1", "None", "not an IP address"]),
     ("IPv6 underlay", lambda n: n[0].update(address="2001:db8::1"), ["kube-node1", "2001:db8::1", "IPv4"]),
-    ("underlay inside cluster CIDR", lambda n: n[1].update(address="10.128.7.7"),
-     ["kube-node2", "10.128.7.7", "inside cluster_cidr"]),
+    (
+        "underlay inside cluster CIDR",
+        lambda n: n[1].update(address="10.128.7.7"),
+        ["kube-node2", "10.128.7.7", "inside cluster_cidr"],
+    ),
     ("node is not a mapping", lambda n: n.__setitem__(1, "kube-node2"), ["node #1", "not a mapping"]),
 ]
 
@@ -175,7 +190,9 @@ def inventories(draw):
     names = draw(
         st.lists(
             st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-_", min_size=1, max_size=60),
-            min_size=len(indexes), max_size=len(indexes), unique=True,
+            min_size=len(indexes),
+            max_size=len(indexes),
+            unique=True,
         ).filter(lambda names: all(name.strip() for name in names))
     )
     nodes = [
@@ -192,7 +209,7 @@ def test_mesh_is_complete_mirrored_and_names_are_unique(inventory):
     subnets = pod_subnets(nodes, node_prefix=prefix)
     by_node = {node["name"]: mesh_peers(nodes, node["name"], node_prefix=prefix) for node in nodes}
     networks = [ipaddress.ip_network(entry["subnet"]) for entry in subnets.values()]
-    assert all(not a.overlaps(b) for i, a in enumerate(networks) for b in networks[i + 1:])
+    assert all(not a.overlaps(b) for i, a in enumerate(networks) for b in networks[i + 1 :])
     for name, peers in by_node.items():
         assert {p["name"] for p in peers} == {n["name"] for n in nodes} - {name}
         assert len({p["connection"] for p in peers}) == len(peers)

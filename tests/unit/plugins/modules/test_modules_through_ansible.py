@@ -21,7 +21,15 @@ def run(*args, env_extra=None):
 def adhoc(module, arguments, check=False):
     extra = ["--check"] if check else []
     proc = run(
-        str(BIN / "ansible"), "localhost", "-c", "local", "-m", module, "-a", json.dumps(arguments), *extra,
+        str(BIN / "ansible"),
+        "localhost",
+        "-c",
+        "local",
+        "-m",
+        module,
+        "-a",
+        json.dumps(arguments),
+        *extra,
         env_extra={"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"},
     )
     output = json.loads(proc.stdout)
@@ -47,7 +55,14 @@ def test_mesh_peers_module_returns_the_contract_keys():
     assert rc == 0
     assert [p["name"] for p in result["peers"]] == ["kube-node1", "kube-node2"]
     assert set(result["peers"][0]) >= {
-        "name", "local_address", "remote_address", "local_subnet", "remote_subnet", "connection", "interface", "key",
+        "name",
+        "local_address",
+        "remote_address",
+        "local_subnet",
+        "remote_subnet",
+        "connection",
+        "interface",
+        "key",
     }
 
 
@@ -75,8 +90,10 @@ def test_show_plan_over_the_vagrant_inventory_prints_the_original_pairs():
         ("ansible_host: 192.168.64.20\n      k8s_ipsec_node_index: 1", "share k8s_ipsec_node_index 1"),
         ("ansible_host: 192.168.64.20", "host b has no k8s_ipsec_node_index"),
         ("ansible_host: b.example\n      k8s_ipsec_node_index: 2", "host b: address 'b.example'"),
-        ("ansible_host: 192.168.64.20\n      k8s_ipsec_address: 10.128.9.9\n      k8s_ipsec_node_index: 2",
-         "host b: underlay address 10.128.9.9 lies inside"),
+        (
+            "ansible_host: 192.168.64.20\n      k8s_ipsec_address: 10.128.9.9\n      k8s_ipsec_node_index: 2",
+            "host b: underlay address 10.128.9.9 lies inside",
+        ),
     ],
 )
 def test_site_rejects_a_bad_inventory_before_touching_any_node(tmp_path, host_vars, message):
