@@ -207,7 +207,7 @@ unit_state() { # unit_state <i>: ok when cni0, the FORWARD jump and every tunnel
   L "$1" "ip -4 -o addr show dev cni0 | grep -q ' $(pod_gw "$1")/24 ' &&
     iptables -w -C FORWARD -j K8S-IPSEC-FORWARD &&
     systemctl is-active -q k8s-ipsec-cni0.service k8s-ipsec-tunnels.service k8s-ipsec-firewall.service strongswan.service &&
-    for j in $(seq 1 $N); do [ \$j = $1 ] || ip -o route show dev vti\$j | grep -q 10.128.\$j.0/24 || exit 1; done" \
+    for j in \$(seq 1 $N); do [ \$j = $1 ] || ip -o route show dev vti\$j | grep -q 10.128.\$j.0/24 || exit 1; done" \
     >/dev/null 2>&1
 }
 
