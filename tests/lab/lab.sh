@@ -201,7 +201,7 @@ play() { # play <playbook> [ansible-playbook args]; each run gets its own Contro
   mkdir -p "$LAB/cp"
   cp=$(mktemp -d "$LAB/cp/XXXXXX")
   ip netns exec "$NS" env ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_SSH_CONTROL_PATH_DIR="$cp" \
-    ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}" \
+    ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}" ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks \
     "$VENV/bin/ansible-playbook" -i "$INV" "$pb" "$@" || rc=$?
   close_masters "$cp"
   return "$rc"

@@ -30,7 +30,10 @@ def adhoc(module, arguments, check=False):
         "-a",
         json.dumps(arguments),
         *extra,
-        env_extra={"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"},
+        env_extra={
+            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+        },
     )
     output = json.loads(proc.stdout)
     return proc.returncode, output["plays"][0]["tasks"][0]["hosts"]["localhost"]
