@@ -15,7 +15,7 @@ CHILD_LINE = re.compile(r"^  (\S+): #(\d+), reqid \d+, (\w+), (\w+), (.*)$")
 
 
 def parse(text):
-    conns_text, _, sas_text = text.partition("=====SAS=====")
+    conns_text, _sep, sas_text = text.partition("=====SAS=====")
     conns = [m.group(1) for m in re.finditer(r"^(\S+): IKEv", conns_text, re.M)]
     sas = []
     ike = None

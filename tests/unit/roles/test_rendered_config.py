@@ -66,6 +66,7 @@ def render(tmp_path, nodes, control_planes, extra=None):
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
