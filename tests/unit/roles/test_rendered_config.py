@@ -1,17 +1,14 @@
 """The kubeadm and containerd roles' real templates, rendered by Ansible with the roles' defaults and a real plan."""
 
 import json
-import os
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible_cli import ROOT, run_ansible
 
-ROOT = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
 PLAYBOOK = Path(__file__).with_name("render_templates.yml")
 
 TOKEN = "abcdef.0123456789abcdef"
@@ -51,22 +48,8 @@ def render(tmp_path, nodes, control_planes, extra=None):
         **(extra or {}),
     }
     (tmp_path / "extra.json").write_text(json.dumps(extra_vars))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(tmp_path / "hosts.yml"),
-            "-e",
-            f"@{tmp_path / 'extra.json'}",
-            str(PLAYBOOK),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = run_ansible(
+        "ansible-playbook", "-i", str(tmp_path / "hosts.yml"), "-e", f"@{tmp_path / 'extra.json'}", str(PLAYBOOK)
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

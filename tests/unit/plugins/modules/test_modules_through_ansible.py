@@ -1,27 +1,15 @@
 """The two modules run by Ansible itself on localhost: arguments, results, failures and the plan playbook."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[4]
-BIN = Path(sys.executable).parent
-
-
-def run(*args, env_extra=None):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    env.update(env_extra or {})
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+from ansible_cli import run_ansible
 
 
 def adhoc(module, arguments, check=False):
     extra = ["--check"] if check else []
-    proc = run(
-        str(BIN / "ansible"),
+    proc = run_ansible(
+        "ansible",
         "localhost",
         "-c",
         "local",
@@ -79,7 +67,7 @@ def test_module_failure_names_the_host_and_value():
 
 
 def test_show_plan_over_the_vagrant_inventory_prints_the_original_pairs():
-    proc = run(str(BIN / "ansible-playbook"), "-i", "inventory/vagrant/hosts.yml", "playbooks/show_plan.yml")
+    proc = run_ansible("ansible-playbook", "-i", "inventory/vagrant/hosts.yml", "playbooks/show_plan.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for pair in ("kube-node1 <-> kube-node2", "kube-node1 <-> kube-node3", "kube-node2 <-> kube-node3"):
         assert pair in proc.stdout
@@ -106,7 +94,7 @@ def test_site_rejects_a_bad_inventory_before_touching_any_node(tmp_path, host_va
         "    b:\n      " + host_vars + "\n"
     )
     # Unreachable hosts: if anything but the controller-side plan ran, the failure would be "unreachable".
-    proc = run(str(BIN / "ansible-playbook"), "-i", str(inventory), "site.yml")
+    proc = run_ansible("ansible-playbook", "-i", str(inventory), "site.yml")
     assert proc.returncode != 0
     assert message in proc.stdout
     assert "unreachable=1" not in proc.stdout and "UNREACHABLE" not in proc.stdout
