@@ -8,7 +8,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 INVENTORY ?= inventory/vagrant/hosts.yml
 
-.PHONY: setup unit pytest lint sanity bench test site lab lab-down e2e clean
+.PHONY: setup tools unit pytest lint sanity bench test site lab lab-down e2e clean
 
 setup: $(VENV)/.installed
 
@@ -18,10 +18,18 @@ $(VENV)/.installed: requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-pytest: setup
+# Debian tools the fast checks use (shellcheck runs in pytest and lint).
+tools:
+	command -v shellcheck >/dev/null || { apt-get update -q && apt-get install -y -q shellcheck; } >/dev/null
+
+pytest: setup tools
 	$(BIN)/pytest -q
 
-lint: setup
+# Every shell program: the roles' static scripts and the lab's.
+SHELL_SCRIPTS = roles/*/files/k8s-ipsec-* tests/*.sh tests/lab/*.sh $(wildcard tests/lab/lib/*.sh tests/lab/checks/*.sh) tests/lab/files/*.sh
+
+lint: setup tools
+	shellcheck -x $(SHELL_SCRIPTS)
 	$(BIN)/ruff check plugins tests
 	$(BIN)/ruff format --check plugins tests
 	$(BIN)/yamllint -s .

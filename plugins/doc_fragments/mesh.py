@@ -35,3 +35,16 @@ options:
     type: str
     default: 10.96.0.0/12
 """
+
+    # The option of the modules that name tunnel devices.
+    TUNNEL = r"""
+options:
+  tunnel_prefix:
+    description:
+      - Tunnel devices are named this prefix followed by the peer's index, for example C(k8s-ipsec2).
+      - It is this collection's own prefix, so removing the tunnels of nodes that left never touches an
+        operator's C(vti*) or C(ipsec*) devices. It must start with a letter, not end with a digit, and
+        leave room for the largest index within 15 characters.
+    type: str
+    default: k8s-ipsec
+"""

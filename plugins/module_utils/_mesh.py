@@ -22,19 +22,33 @@ KUBE_PROXY_MARK_BITS = 0x4000 | 0x8000
 _LOW_KEY_BITS = 14
 _MAX_PAIR_NUMBER = (1 << 30) - 1
 
-INTERFACE_PREFIX = "vti"
+# Tunnel devices are named <prefix><peer index>. The prefix is this project's own, so the sweep of stale tunnels
+# never touches an operator's vti*/ipsec* devices.
+DEFAULT_TUNNEL_PREFIX = "k8s-ipsec"
+_TUNNEL_PREFIX = re.compile(r"[A-Za-z](?:[A-Za-z0-9_-]*[A-Za-z_-])?")
 _IFNAMSIZ = 15
+DEFAULT_UNDERLAY_MTU = 1500
+# ESP in tunnel mode: outer IPv4 20, ESP header 8, IV 8, padding and trailer up to 5, AES-GCM ICV 16, UDP
+# encapsulation 8 behind NAT; rounded up for headroom.
+DEFAULT_IPSEC_OVERHEAD = 80
+# The smallest datagram every IPv4 host must accept: a pod MTU below it breaks ordinary traffic.
+_MIN_POD_MTU = 576
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def inventory_argument_spec():
-    """The options both computing modules share (a plain dict: AnsibleModule's argument_spec format)."""
+    """The options the computing modules share (a plain dict: AnsibleModule's argument_spec format)."""
     return dict(
         nodes=dict(type="list", elements="dict", required=True),
         cluster_cidr=dict(type="str", default=DEFAULT_CLUSTER_CIDR),
         node_prefix=dict(type="int", default=DEFAULT_NODE_PREFIX),
         service_cidr=dict(type="str", default=DEFAULT_SERVICE_CIDR),
     )
+
+
+def tunnel_argument_spec():
+    """The option of the modules that name tunnel devices."""
+    return dict(tunnel_prefix=dict(type="str", default=DEFAULT_TUNNEL_PREFIX))
 
 
 class InventoryError(ValueError):
@@ -90,18 +104,35 @@ def _parse_prefix(node_prefix, cluster, problems):
     return prefix
 
 
+def _check_tunnel_prefix(tunnel_prefix, problems):
+    prefix = "" if tunnel_prefix is None else str(tunnel_prefix)
+    if not _TUNNEL_PREFIX.fullmatch(prefix) or len(prefix) >= _IFNAMSIZ:
+        problems.append(
+            "tunnel_prefix %r must start with a letter, hold only letters, digits, '_' and '-', not end with a digit "
+            "and leave room for the index in %d characters" % (tunnel_prefix, _IFNAMSIZ)
+        )
+        return None
+    return prefix
+
+
 def validate_nodes(
-    nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX, service_cidr=DEFAULT_SERVICE_CIDR
+    nodes,
+    cluster_cidr=DEFAULT_CLUSTER_CIDR,
+    node_prefix=DEFAULT_NODE_PREFIX,
+    service_cidr=DEFAULT_SERVICE_CIDR,
+    tunnel_prefix=DEFAULT_TUNNEL_PREFIX,
+    problems=None,
 ):
     """Check the whole inventory at once; return (nodes, cluster network, node prefix) or raise InventoryError.
 
     Every problem found is reported, each naming its host and value, so one run tells the operator
-    everything to fix.
+    everything to fix. `problems` may carry problems the caller found in its own options.
     """
-    problems = []
+    problems = list(problems or [])
     cluster = _parse_network(cluster_cidr, "cluster_cidr", problems)
     service = _parse_network(service_cidr, "service_cidr", problems)
     prefix = _parse_prefix(node_prefix, cluster, problems)
+    device_prefix = _check_tunnel_prefix(tunnel_prefix, problems)
     if cluster is not None and service is not None and cluster.overlaps(service):
         problems.append("cluster_cidr %s overlaps service_cidr %s" % (cluster, service))
     capacity = 1 << (prefix - cluster.prefixlen) if cluster is not None and prefix is not None else None
@@ -162,6 +193,11 @@ def validate_nodes(
             by_index[index] = name
             if _pair_number(index, index + 1) > _MAX_PAIR_NUMBER:
                 problems.append("host %s: k8s_ipsec_node_index %d is too large for the VTI key space" % (name, index))
+            elif device_prefix is not None and len(interface_name(device_prefix, index)) > _IFNAMSIZ:
+                problems.append(
+                    "host %s: k8s_ipsec_node_index %d gives the tunnel device name %s, longer than %d characters "
+                    "(shorten tunnel_prefix)" % (name, index, interface_name(device_prefix, index), _IFNAMSIZ)
+                )
         parsed.append(Node(name, address, index))
 
     if problems:
@@ -201,14 +237,9 @@ def pair_key(a, b):
     return low | (high << (_LOW_KEY_BITS + 2))
 
 
-def interface_name(peer_index):
+def interface_name(tunnel_prefix, peer_index):
     """Tunnel device for the peer: unique per node because indexes are, and short whatever the host names."""
-    name = "%s%d" % (INTERFACE_PREFIX, peer_index)
-    if len(name) > _IFNAMSIZ:
-        raise InventoryError(
-            ["node index %d gives the device name %s, longer than %d characters" % (peer_index, name, _IFNAMSIZ)]
-        )
-    return name
+    return "%s%d" % (tunnel_prefix, peer_index)
 
 
 def connection_name(peer_name, peer_index):
@@ -218,10 +249,15 @@ def connection_name(peer_name, peer_index):
 
 
 def mesh_peers(
-    nodes, node, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX, service_cidr=DEFAULT_SERVICE_CIDR
+    nodes,
+    node,
+    cluster_cidr=DEFAULT_CLUSTER_CIDR,
+    node_prefix=DEFAULT_NODE_PREFIX,
+    service_cidr=DEFAULT_SERVICE_CIDR,
+    tunnel_prefix=DEFAULT_TUNNEL_PREFIX,
 ):
     """The tunnels `node` needs: one entry per other node, ordered by the peer's index."""
-    return peers_of(plan_mesh(nodes, cluster_cidr, node_prefix, service_cidr), node)
+    return peers_of(plan_mesh(nodes, cluster_cidr, node_prefix, service_cidr, tunnel_prefix), node)
 
 
 def peers_of(plan, node):
@@ -256,23 +292,82 @@ def peers_of(plan, node):
 class _Plan:
     """A validated inventory with what every peer entry repeats computed once per node, not once per pair."""
 
-    def __init__(self, parsed, cluster, prefix):
+    def __init__(self, parsed, cluster, prefix, tunnel_prefix):
+        self.cluster = cluster
+        self.prefix = prefix
+        self.tunnel_prefix = tunnel_prefix
         self.ordered = sorted(parsed, key=lambda n: n.index)
         self.by_name = {n.name: n for n in parsed}
-        self.facts = {
-            n.name: {
+        self.facts = {}
+        for n in parsed:
+            subnet = _subnet(cluster, prefix, n.index)
+            self.facts[n.name] = {
+                "name": n.name,
+                "index": n.index,
                 "address": str(n.address),
-                "subnet": str(_subnet(cluster, prefix, n.index)),
+                "subnet": str(subnet),
+                "gateway": str(subnet.network_address + 1),
+                "prefix_length": prefix,
                 "connection": connection_name(n.name, n.index),
-                "interface": interface_name(n.index),
+                "interface": interface_name(tunnel_prefix, n.index),
             }
-            for n in parsed
-        }
 
 
 def plan_mesh(
-    nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX, service_cidr=DEFAULT_SERVICE_CIDR
+    nodes,
+    cluster_cidr=DEFAULT_CLUSTER_CIDR,
+    node_prefix=DEFAULT_NODE_PREFIX,
+    service_cidr=DEFAULT_SERVICE_CIDR,
+    tunnel_prefix=DEFAULT_TUNNEL_PREFIX,
+    problems=None,
 ):
     """Validate the inventory once and precompute what every peer entry repeats."""
-    parsed, cluster, prefix = validate_nodes(nodes, cluster_cidr, node_prefix, service_cidr)
-    return _Plan(parsed, cluster, prefix)
+    parsed, cluster, prefix = validate_nodes(nodes, cluster_cidr, node_prefix, service_cidr, tunnel_prefix, problems)
+    return _Plan(parsed, cluster, prefix, tunnel_prefix)
+
+
+def _pod_mtu(underlay_mtu, ipsec_overhead, problems):
+    underlay, overhead = _parse_index(underlay_mtu), _parse_index(ipsec_overhead)
+    if underlay is None or overhead is None or overhead < 0:
+        problems.append(
+            "underlay_mtu %r and ipsec_overhead %r must be whole numbers, the overhead not negative"
+            % (underlay_mtu, ipsec_overhead)
+        )
+        return None
+    if underlay - overhead < _MIN_POD_MTU:
+        problems.append(
+            "underlay_mtu %d minus ipsec_overhead %d leaves pods an MTU of %d, below %d"
+            % (underlay, overhead, underlay - overhead, _MIN_POD_MTU)
+        )
+        return None
+    return underlay - overhead
+
+
+_NODE_KEYS = ("name", "index", "address", "subnet", "gateway", "prefix_length")
+
+
+def network_plan(
+    nodes,
+    cluster_cidr=DEFAULT_CLUSTER_CIDR,
+    node_prefix=DEFAULT_NODE_PREFIX,
+    service_cidr=DEFAULT_SERVICE_CIDR,
+    tunnel_prefix=DEFAULT_TUNNEL_PREFIX,
+    underlay_mtu=DEFAULT_UNDERLAY_MTU,
+    ipsec_overhead=DEFAULT_IPSEC_OVERHEAD,
+):
+    """The whole plan from one validation: cluster-wide values, every node, every node's peers.
+
+    This is the contract the roles read: nothing they need is derived again in a template.
+    """
+    problems = []
+    mtu = _pod_mtu(underlay_mtu, ipsec_overhead, problems)
+    plan = plan_mesh(nodes, cluster_cidr, node_prefix, service_cidr, tunnel_prefix, problems)
+    return {
+        "cluster_cidr": str(plan.cluster),
+        "service_cidr": str(ipaddress.ip_network(str(service_cidr))),
+        "node_prefix": plan.prefix,
+        "tunnel_prefix": plan.tunnel_prefix,
+        "mtu": mtu,
+        "nodes": {name: {key: facts[key] for key in _NODE_KEYS} for name, facts in plan.facts.items()},
+        "peers": {node.name: peers_of(plan, node.name) for node in plan.ordered},
+    }

@@ -12,17 +12,20 @@ short_description: Compute one node's IPsec full-mesh peers from the inventory
 version_added: 0.1.0
 description:
   - Validates the inventory of the IPsec pod network and returns one entry per other node of O(node) with
-    the addresses and subnets of both ends, the swanctl connection name, the VTI device name and the VTI
-    key (xfrm mark) of the pair.
+    the addresses and subnets of both ends, the swanctl connection name, the tunnel device name and the
+    tunnel key (xfrm mark) of the pair.
   - The key is the same at both ends of a pair, unique on each node and clear of the mark bits kube-proxy
     uses (0x4000, 0x8000). Connection and interface names are unique on each node; interface names are
     valid Linux device names of at most 15 characters whatever the host names.
   - Runs on the controller and changes nothing; bad input fails before any node is touched.
+  - To plan every node at once, as the roles do, use M(k8s_ipsec.cni.mesh_plan), which validates the inventory once
+    instead of once per node.
 author:
   - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - k8s_ipsec.cni.mesh
+  - k8s_ipsec.cni.mesh.tunnel
 options:
   node:
     description: The inventory name of the node whose peers are wanted; must be one of O(nodes).
@@ -86,9 +89,9 @@ peers:
       type: str
       sample: peer2-kube-node2
     interface:
-      description: The VTI device for this peer.
+      description: The tunnel device for this peer (O(tunnel_prefix) and the peer's index).
       type: str
-      sample: vti2
+      sample: k8s-ipsec2
     key:
       description: VTI key and xfrm mark of the pair; equal at both ends.
       type: int
@@ -105,7 +108,7 @@ peers:
       local_subnet: 10.128.1.0/24
       remote_subnet: 10.128.2.0/24
       connection: peer2-kube-node2
-      interface: vti2
+      interface: k8s-ipsec2
       key: 3
       initiator: true
 """
@@ -115,17 +118,24 @@ from ansible_collections.k8s_ipsec.cni.plugins.module_utils._mesh import (
     InventoryError,
     inventory_argument_spec,
     mesh_peers,
+    tunnel_argument_spec,
 )
 
 
 def main():
     argument_spec = inventory_argument_spec()
+    argument_spec.update(tunnel_argument_spec())
     argument_spec["node"] = dict(type="str", required=True)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     try:
         peers = mesh_peers(
-            params["nodes"], params["node"], params["cluster_cidr"], params["node_prefix"], params["service_cidr"]
+            params["nodes"],
+            params["node"],
+            params["cluster_cidr"],
+            params["node_prefix"],
+            params["service_cidr"],
+            params["tunnel_prefix"],
         )
     except InventoryError as exc:
         module.fail_json(msg=str(exc), problems=exc.problems)

@@ -8,6 +8,7 @@ from ansible_collections.k8s_ipsec.cni.plugins.module_utils._mesh import (
     KUBE_PROXY_MARK_BITS,
     InventoryError,
     mesh_peers,
+    network_plan,
     pair_key,
     pod_subnets,
 )
@@ -52,7 +53,7 @@ def test_peer_entry_describes_both_ends():
     assert to_node1["remote_address"] == "192.168.64.10"
     assert to_node1["local_subnet"] == "10.128.2.0/24"
     assert to_node1["remote_subnet"] == "10.128.1.0/24"
-    assert to_node1["interface"] == "vti1"
+    assert to_node1["interface"] == "k8s-ipsec1"
     assert to_node1["initiator"] is False
     assert peers[1]["initiator"] is True
 
@@ -139,6 +140,68 @@ def test_bad_node_is_rejected_naming_host_and_value(case, mutate, expected):
         assert fragment in str(error.value), case
     with pytest.raises(InventoryError):
         mesh_peers(nodes, "kube-node3" if case != "duplicate name" else "kube-node1")
+
+
+def test_plan_holds_every_node_and_the_same_peers_as_mesh_peers():
+    plan = network_plan(vagrant_nodes())
+    assert plan["cluster_cidr"] == "10.128.0.0/16" and plan["service_cidr"] == "10.96.0.0/12"
+    assert plan["mtu"] == 1420 and plan["node_prefix"] == 24 and plan["tunnel_prefix"] == "k8s-ipsec"
+    assert plan["nodes"]["kube-node2"] == {
+        "name": "kube-node2",
+        "index": 2,
+        "address": "192.168.64.20",
+        "subnet": "10.128.2.0/24",
+        "gateway": "10.128.2.1",
+        "prefix_length": 24,
+    }
+    for node in vagrant_nodes():
+        assert plan["peers"][node["name"]] == mesh_peers(vagrant_nodes(), node["name"])
+
+
+def test_plan_takes_the_tunnel_prefix_and_mtu():
+    plan = network_plan(vagrant_nodes(), tunnel_prefix="ipsec-", underlay_mtu=9000, ipsec_overhead=100)
+    assert plan["mtu"] == 8900
+    assert [p["interface"] for p in plan["peers"]["kube-node1"]] == ["ipsec-2", "ipsec-3"]
+
+
+BAD_PLAN_OPTIONS = [
+    ("prefix ending in a digit", {"tunnel_prefix": "vti0"}, ["tunnel_prefix 'vti0'", "not end with a digit"]),
+    ("prefix with a space", {"tunnel_prefix": "k8s ipsec"}, ["tunnel_prefix 'k8s ipsec'"]),
+    ("empty prefix", {"tunnel_prefix": ""}, ["tunnel_prefix ''"]),
+    ("prefix too long", {"tunnel_prefix": "a-very-long-prefix"}, ["tunnel_prefix 'a-very-long-prefix'"]),
+    ("MTU too small", {"underlay_mtu": 600}, ["underlay_mtu 600 minus ipsec_overhead 80", "below 576"]),
+    ("overhead negative", {"ipsec_overhead": -1}, ["ipsec_overhead -1"]),
+    ("MTU not a number", {"underlay_mtu": "jumbo"}, ["underlay_mtu 'jumbo'"]),
+]
+
+
+@pytest.mark.parametrize("case, options, expected", BAD_PLAN_OPTIONS, ids=[c[0] for c in BAD_PLAN_OPTIONS])
+def test_bad_plan_option_is_rejected_naming_the_value(case, options, expected):
+    with pytest.raises(InventoryError) as error:
+        network_plan(vagrant_nodes(), **options)
+    for fragment in expected:
+        assert fragment in str(error.value), case
+
+
+def test_device_name_too_long_for_an_index_names_the_host():
+    nodes = vagrant_nodes()
+    nodes[2]["index"] = 40000
+    with pytest.raises(InventoryError, match=r"host kube-node3: .* 40000 .*tunnel-prefix40000.* longer than 15"):
+        network_plan(
+            nodes,
+            cluster_cidr="10.0.0.0/8",
+            node_prefix=28,
+            service_cidr="172.20.0.0/16",
+            tunnel_prefix="tunnel-prefix",
+        )
+
+
+def test_plan_problems_are_reported_with_the_inventory_problems():
+    nodes = vagrant_nodes()
+    nodes[0]["index"] = -1
+    with pytest.raises(InventoryError) as error:
+        network_plan(nodes, underlay_mtu=100)
+    assert len(error.value.problems) == 2
 
 
 BAD_NETWORKS = [

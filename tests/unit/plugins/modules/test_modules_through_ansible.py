@@ -57,6 +57,24 @@ def test_mesh_peers_module_returns_the_contract_keys():
     }
 
 
+def test_mesh_plan_module_returns_every_node_and_its_peers_in_one_run():
+    rc, result = adhoc("k8s_ipsec.cni.mesh_plan", {"nodes": NODES, "underlay_mtu": 1400}, check=True)
+    assert rc == 0
+    assert result["changed"] is False
+    plan = result["plan"]
+    assert plan["mtu"] == 1320 and plan["tunnel_prefix"] == "k8s-ipsec"
+    assert plan["nodes"]["kube-node2"]["gateway"] == "10.128.2.1"
+    assert [p["interface"] for p in plan["peers"]["kube-node2"]] == ["k8s-ipsec1", "k8s-ipsec3"]
+    single = adhoc("k8s_ipsec.cni.mesh_peers", {"nodes": NODES, "node": "kube-node2"})[1]
+    assert plan["peers"]["kube-node2"] == single["peers"]
+
+
+def test_mesh_plan_module_rejects_a_bad_tunnel_prefix():
+    rc, result = adhoc("k8s_ipsec.cni.mesh_plan", {"nodes": NODES, "tunnel_prefix": "vti0"})
+    assert rc != 0
+    assert "tunnel_prefix 'vti0'" in result["msg"]
+
+
 def test_module_failure_names_the_host_and_value():
     bad = [dict(node) for node in NODES]
     bad[1]["index"] = 1
@@ -73,6 +91,20 @@ def test_show_plan_over_the_vagrant_inventory_prints_the_original_pairs():
         assert pair in proc.stdout
     for subnet in ("10.128.1.0/24", "10.128.2.0/24", "10.128.3.0/24"):
         assert subnet in proc.stdout
+
+
+@pytest.mark.parametrize("role", ["cni_bridge", "forward_rules", "strongswan", "containerd", "kubeadm"])
+def test_a_role_run_without_the_plan_stops_before_any_task(tmp_path, role):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("k8s_cluster:\n  hosts:\n    a:\n      ansible_host: 192.168.64.10\n")
+    playbook = tmp_path / "role.yml"
+    playbook.write_text(f"- hosts: k8s_cluster\n  gather_facts: false\n  roles:\n    - role: k8s_ipsec.cni.{role}\n")
+    proc = run_ansible("ansible-playbook", "-i", str(inventory), str(playbook))
+    assert proc.returncode != 0
+    # The argument check is the role's first task: it fails on the missing plan (or on defaults that read it).
+    assert f"TASK [k8s_ipsec.cni.{role} : Validating arguments against arg spec 'main'" in proc.stdout
+    assert "ok=0" in proc.stdout and "network_plan_cluster" in proc.stdout
+    assert "UNREACHABLE" not in proc.stdout
 
 
 @pytest.mark.parametrize(
