@@ -118,6 +118,13 @@ def test_psk_secrets_are_shared_by_both_ends_and_differ_between_pairs(cluster):
     assert len(set(secret_of.values())) == len(secret_of) // 2
 
 
+def test_psk_files_are_named_by_the_pairs_indexes(cluster):
+    rendered, plans = cluster
+    indexes = sorted(plan["index"] for plan in plans.values())
+    expected = {f"pair-{a}-{b}" for a, b in itertools.combinations(indexes, 2)}
+    assert {path.name for path in (rendered.out / "pki" / "psk").iterdir()} == expected
+
+
 def test_conflist_uses_the_plan(cluster):
     rendered, plans = cluster
     for host, plan in plans.items():
