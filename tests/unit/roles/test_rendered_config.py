@@ -33,6 +33,13 @@ def test_init_sets_the_kubelet_node_ip_to_the_gateway_as_a_name_value_list(three
     assert "ignorePreflightErrors" not in registration
 
 
+def test_init_makes_a_short_lived_bootstrap_token_not_the_24_hour_default(three_nodes):
+    init = three_nodes.docs("kube-node1", "kubeadm-init.yaml")["InitConfiguration"]
+    assert init["bootstrapTokens"] == [
+        {"token": TOKEN, "ttl": "15m", "description": "kubeadm init by k8s_ipsec.cni, deleted after init"}
+    ]
+
+
 def test_small_cluster_control_plane_is_schedulable(three_nodes):
     registration = three_nodes.docs("kube-node1", "kubeadm-init.yaml")["InitConfiguration"]["nodeRegistration"]
     assert registration["taints"] == []
@@ -130,18 +137,22 @@ def test_containerd_uses_the_distribution_cni_plugins_and_our_conf_dir(three_nod
     assert cri["sandbox_image"].startswith("registry.k8s.io/pause:")
 
 
+NETWORK_UNITS = "k8s-ipsec-cni0.service k8s-ipsec-firewall.service k8s-ipsec-tunnels.service"
+
+
 @pytest.mark.parametrize(
-    ("name", "units"),
+    ("name", "wanted"),
     [
-        ("containerd-order.conf", "k8s-ipsec-cni0.service strongswan.service"),
-        ("kubelet-order.conf", "k8s-ipsec-cni0.service strongswan.service containerd.service"),
+        ("containerd-order.conf", "strongswan.service"),
+        ("kubelet-order.conf", "strongswan.service containerd.service"),
     ],
 )
-def test_boot_order_drop_ins_come_after_cni0_and_strongswan(three_nodes, name, units):
+def test_runtime_and_kubelet_require_the_pod_network_units(three_nodes, name, wanted):
     lines = three_nodes.text("kube-node1", name).splitlines()
-    assert f"After={units}" in lines
-    assert f"Wants={units}" in lines
-    assert lines.index("[Unit]") < lines.index(f"After={units}")
+    assert f"Requires={NETWORK_UNITS}" in lines
+    assert f"After={NETWORK_UNITS} {wanted}" in lines
+    assert f"Wants={wanted}" in lines
+    assert lines.index("[Unit]") < lines.index(f"Requires={NETWORK_UNITS}")
 
 
 @pytest.mark.parametrize(
