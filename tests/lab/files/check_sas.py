@@ -1,39 +1,83 @@
 # Checks one node's strongSwan state for the lab's e2e test (runs on the controller, python3 only).
 #
-# stdin: `swanctl --list-conns`, a line "=====SAS=====", then `swanctl --list-sas` of one node.
+# stdin: `swanctl --list-conns --raw`, a line "=====SAS=====", then `swanctl --list-sas --raw` of one node.
 # usage: python3 check_sas.py <expected number of peers>
-# Passes when every connection (one per peer) has exactly one ESTABLISHED IKE_SA with an AES_GCM_16 proposal and a
-# modern DH group (CURVE_25519 or ECP_*), and exactly one INSTALLED CHILD_SA with ESP AES_GCM_16-256.
+# Passes when every connection (one per peer) has exactly one ESTABLISHED IKE_SA with an AES_GCM_16-256 proposal
+# and a modern DH group (CURVE_25519 or ECP_*), and exactly one INSTALLED CHILD_SA with ESP AES_GCM_16-256.
 # Prints one line: "ok <n> peers ..." or the problems found; exit status 0 or 1.
 import re
 import sys
 
-IKE_ALG = re.compile(r"^AES_GCM_16-256/PRF_[A-Z0-9_]+/(CURVE_25519|ECP_\d+)$")
-ESP_ALG = re.compile(r"ESP:AES_GCM_16-256(/|$|,)")
-IKE_LINE = re.compile(r"^(\S+): #(\d+), (\w+), IKEv(\d)")
-CHILD_LINE = re.compile(r"^  (\S+): #(\d+), reqid \d+, (\w+), (\w+), (.*)$")
+# swanctl --raw prints vici messages on one line each: "name {", "key=value", "key=[items]", "}". Values may hold
+# spaces ("class=public key"), so a value runs up to the next "key=", "name {" or "}".
+_NAME = r"[^\s={}\[\]]+"
+_TOKEN = re.compile(
+    r"\s*(?:(?P<close>\})"
+    r"|(?P<section>%s)\s\{"
+    r"|(?P<key>%s)=(?:\[(?P<list>[^\]]*)\]|(?P<value>.*?)(?=\s+%s(?:=|\s\{)|\s*\}|\s*$)))" % (_NAME, _NAME, _NAME)
+)
+_EVENT = re.compile(r"^(list-sa|list-conn) event \{(.*)\}\s*$")
+
+
+def parse_message(body):
+    """One vici message body ("name {...} ...") as nested dicts; lists stay as their raw text."""
+    root, stack, pos = {}, [], 0
+    current = root
+    while pos < len(body):
+        if not body[pos:].strip():
+            break
+        m = _TOKEN.match(body, pos)
+        if not m:
+            raise ValueError("cannot parse swanctl output at: %r" % body[pos : pos + 60])
+        pos = m.end()
+        if m.group("close"):
+            current = stack.pop()
+        elif m.group("section"):
+            section = {}
+            current[m.group("section")] = section
+            stack.append(current)
+            current = section
+        elif m.group("list") is not None:
+            current[m.group("key")] = m.group("list")
+        else:
+            current[m.group("key")] = m.group("value")
+    if stack:
+        raise ValueError("unbalanced braces in swanctl output")
+    return root
 
 
 def parse(text):
-    conns_text, _sep, sas_text = text.partition("=====SAS=====")
-    conns = [m.group(1) for m in re.finditer(r"^(\S+): IKEv", conns_text, re.M)]
-    sas = []
-    ike = None
-    for line in sas_text.splitlines():
-        m = IKE_LINE.match(line)
-        if m:
-            ike = {"conn": m.group(1), "state": m.group(3), "version": m.group(4), "algs": None, "children": []}
-            sas.append(ike)
+    """(connection names, [{conn, state, algs, children: [{state, protocol, algs}]}]) from the two raw listings."""
+    conns, sas = [], []
+    for line in text.splitlines():
+        m = _EVENT.match(line.strip())
+        if not m:
             continue
-        if ike is None:
-            continue
-        if ike["algs"] is None and re.match(r"^  [A-Z0-9_]+-\d+/", line):
-            ike["algs"] = line.strip()
-            continue
-        m = CHILD_LINE.match(line)
-        if m:
-            ike["children"].append({"name": m.group(1), "state": m.group(3), "mode": m.group(4), "algs": m.group(5)})
+        for name, entry in parse_message(m.group(2)).items():
+            if m.group(1) == "list-conn":
+                conns.append(name)
+                continue
+            children = [
+                {"state": c.get("state"), "protocol": c.get("protocol"), "algs": _algs(c)}
+                for c in entry.get("child-sas", {}).values()
+            ]
+            sas.append(
+                {
+                    "conn": name,
+                    "state": entry.get("state"),
+                    "algs": "%s/%s/%s" % (_algs(entry), entry.get("prf-alg"), entry.get("dh-group")),
+                    "children": children,
+                }
+            )
     return conns, sas
+
+
+def _algs(entry):
+    return "%s-%s" % (entry.get("encr-alg"), entry.get("encr-keysize"))
+
+
+IKE_ALG = re.compile(r"^AES_GCM_16-256/PRF_[A-Z0-9_]+/(CURVE_25519|ECP_\d+)$")
+ESP_ALG = "AES_GCM_16-256"
 
 
 def check(text, peers):
@@ -49,17 +93,18 @@ def check(text, peers):
             problems.append(f"{conn}: {len(mine)} IKE_SAs ({len(established)} ESTABLISHED), expected exactly 1")
             continue
         sa = established[0]
-        if not sa["algs"] or not IKE_ALG.match(sa["algs"]):
+        if not IKE_ALG.match(sa["algs"]):
             problems.append(f"{conn}: IKE proposal {sa['algs']}")
         ike_algs.add(sa["algs"])
         installed = [c for c in sa["children"] if c["state"] == "INSTALLED"]
         if len(sa["children"]) != 1 or len(installed) != 1:
-            states = ",".join(c["state"] for c in sa["children"]) or "none"
+            states = ",".join(str(c["state"]) for c in sa["children"]) or "none"
             problems.append(f"{conn}: CHILD_SAs {states}, expected exactly 1 INSTALLED")
             continue
-        if not ESP_ALG.search(installed[0]["algs"]):
-            problems.append(f"{conn}: CHILD_SA {installed[0]['algs']}")
-        esp_algs.add(installed[0]["algs"].split(",")[0])
+        child = installed[0]
+        if child["protocol"] != "ESP" or child["algs"] != ESP_ALG:
+            problems.append(f"{conn}: CHILD_SA {child['protocol']} {child['algs']}")
+        esp_algs.add(f"{child['protocol']}:{child['algs']}")
     strays = sorted({sa["conn"] for sa in sas} - set(conns))
     if strays:
         problems.append(f"IKE_SAs of unknown connections: {strays}")

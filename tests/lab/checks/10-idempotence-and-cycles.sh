@@ -1,0 +1,26 @@
+# shellcheck shell=bash
+# Check 7 (part 1): pod ADD/DEL cycles on n1, and check 10: a second site.yml run changes nothing.
+# The cycles take minutes on the emulated CPU: they run in the background while site.yml converges a second time
+# (neither touches what the other does: the cycles only add and remove veths on the bridge and leases under /run).
+
+ts "check 7: $CYCLES pod ADD/DEL cycles on n1 (background)"
+T7=$SECONDS
+L 1 "$RUNTIME cycle $CYCLES && $RUNTIME add probe7 && $RUNTIME del probe7" >"$LOGDIR/cycles.log" 2>&1 &
+CYC_PID=$!
+
+t=$SECONDS
+playbook converge2 site.yml >/dev/null || true
+recap=$(sed -n '/^PLAY RECAP/,$p' "$LOGDIR/converge2.log" | grep -E '^\S+ +: ok=' || true)
+changed=$(awk '{for (k = 1; k <= NF; k++) if ($k ~ /^(changed|failed|unreachable)=/) printf "%s:%s ", $1, $k}' <<<"$recap")
+if [[ -n $recap ]] && [[ $(grep -c ' ok=' <<<"$recap") -ge $N ]] && ! grep -qE '(changed|failed|unreachable)=[1-9]' <<<"$recap"; then
+  record "10 second run changed=0" PASS "$(awk '{printf "%s %s, ", $1, $4}' <<<"$recap")in $((SECONDS - t)) s"
+else
+  record "10 second run changed=0" FAIL "${changed:-no PLAY RECAP} (converge2.log)"
+fi
+
+if wait "$CYC_PID"; then
+  record "7 $CYCLES ADD/DEL cycles (n1)" PASS "$(head -n1 "$LOGDIR/cycles.log"), then ADD got $(sed -n 2p "$LOGDIR/cycles.log"): pool not exhausted"
+else
+  record "7 $CYCLES ADD/DEL cycles (n1)" FAIL "$(tail -n 2 "$LOGDIR/cycles.log" | tr '\n' ' ') after $((SECONDS - T7)) s"
+fi
+CYC_PID=

@@ -1,0 +1,35 @@
+# shellcheck shell=bash
+# Check 4: n2 reboots; its bridge, rules, tunnels and units come back as the plan says, then the SAs and the pods.
+# Check 7 (part 2): a pod ADD works after the reboot (host-local's leases were under /run).
+
+need_pods
+boot_id=$(L 2 'cat /proc/sys/kernel/random/boot_id')
+"$LABSH" ssh-close 2
+t=$SECONDS
+LAB_SSH_CONTROL_DIR='' timeout 15 "$LABSH" ssh 2 'systemctl reboot' >/dev/null 2>&1 || true
+"$LABSH" ssh-close 2
+while :; do
+  # no shared connection while the node goes down: a master to the old boot would make the next calls hang
+  id=$(LAB_SSH_CONTROL_DIR='' timeout 10 "$LABSH" ssh 2 'cat /proc/sys/kernel/random/boot_id' 2>/dev/null || true)
+  [[ -n $id && $id != "$boot_id" ]] && break
+  if ((SECONDS - t > 420)); then break; fi
+  sleep 2
+done
+t_ssh=$((SECONDS - t))
+until unit_state 2 || ((SECONDS - t > 480)); do sleep 2; done
+t_units=$((SECONDS - t))
+units_ok=$(unit_state 2 && echo y || echo n)
+pods_left=$(L 2 'ip netns list | grep -c "^pod-" || true')
+r4=PASS
+[[ $units_ok = y ]] || r4=FAIL
+settle_sas "after reboot (n2)" || r4=FAIL
+t_sas=$((SECONDS - t))
+if pod_up 2; then add_ok=y; else add_ok=n; fi
+reach "after reboot (n2)" 60 || r4=FAIL
+t_reach=$((SECONDS - t))
+record "4 reboot n2" "$r4" "ssh ${t_ssh}s, cni0+FORWARD+vti ${t_units}s (ok: $units_ok), SAs ${t_sas}s, pods reachable ${t_reach}s; pods left after reboot: $pods_left"
+if [[ $add_ok = y ]]; then
+  record "7 ADD after reboot (n2)" PASS "pod a2 re-added: ${POD_IP[2]} (host-local dataDir under /run)"
+else
+  record "7 ADD after reboot (n2)" FAIL "CNI ADD failed after reboot"
+fi

@@ -1,0 +1,19 @@
+# shellcheck shell=bash
+# Check 9: on n3, delete the bridge and the FORWARD chain; the cni_bridge and forward_rules playbooks repair them,
+# then a new pod, the SAs and reachability are back.
+
+need_pods
+L 3 "ip link del '$BRIDGE'; iptables -w -D FORWARD -j K8S-IPSEC-FORWARD; iptables -w -F K8S-IPSEC-FORWARD; iptables -w -X K8S-IPSEC-FORWARD" || true
+broken=$(L 3 "ip link show '$BRIDGE' >/dev/null 2>&1 && echo $BRIDGE-still-there; iptables -w -S K8S-IPSEC-FORWARD >/dev/null 2>&1 && echo chain-still-there; true")
+t=$SECONDS
+ok9=y
+playbook repair-cni_bridge playbooks/cni_bridge.yml --limit n3 || ok9=n
+playbook repair-forward_rules playbooks/forward_rules.yml --limit n3 || ok9=n
+L 3 "$RUNTIME pod-down a3" >/dev/null 2>&1 || true
+pod_up 3 || ok9=n
+recover "after repair (n3)" || ok9=n
+if [[ $ok9 = y && -z $broken ]] && unit_state 3; then
+  record "9 repair n3 (cni0 + FORWARD)" PASS "playbooks, pods, SAs and reach back in $((SECONDS - t)) s"
+else
+  record "9 repair n3 (cni0 + FORWARD)" FAIL "playbooks ok: $ok9; breakage: ${broken:-done}; units: $(unit_state 3 && echo ok || echo missing)"
+fi
