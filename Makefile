@@ -18,9 +18,11 @@ $(VENV)/.installed: requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-# Debian tools the fast checks use (shellcheck runs in pytest and lint).
+# Debian tools the fast checks use: shellcheck (pytest and lint), iptables (the firewall script runs for real in a
+# private network namespace in pytest).
 tools:
-	command -v shellcheck >/dev/null || { apt-get update -q && apt-get install -y -q shellcheck; } >/dev/null
+	command -v shellcheck >/dev/null && command -v iptables-restore >/dev/null || \
+	  { apt-get update -q && apt-get install -y -q shellcheck iptables; } >/dev/null
 
 pytest: setup tools
 	$(BIN)/pytest -q

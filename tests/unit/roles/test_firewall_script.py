@@ -1,0 +1,110 @@
+"""The firewall script for real, with iptables, in a private network namespace of its own (unshare -n).
+
+Needs root and iptables (make tools installs it); nothing outside the namespace is touched.
+"""
+
+import subprocess
+import textwrap
+
+import pytest
+from ansible_cli import ROOT
+
+SCRIPT = ROOT / "roles/forward_rules/files/k8s-ipsec-firewall"
+SETTINGS = """\
+BRIDGE=cni0
+TUNNELS=k8s-ipsec+
+CLUSTER_CIDR=10.128.0.0/16
+SERVICE_CIDR=10.96.0.0/12
+POD_SUBNET=10.128.1.0/24
+MASQUERADE=yes
+PEERS='
+k8s-ipsec2 10.128.2.0/24
+k8s-ipsec3 10.128.3.0/24
+'
+"""
+
+
+@pytest.fixture
+def netns(tmp_path):
+    """Runs a shell snippet in a fresh network namespace with the firewall script as `fw`; returns its output."""
+    settings = tmp_path / "firewall.default"
+    settings.write_text(SETTINGS)
+
+    def run(snippet, expect_status=0):
+        script = f'set -eu\nfw() {{ sh {SCRIPT} "$@"; }}\n{textwrap.dedent(snippet)}'
+        proc = subprocess.run(
+            ["unshare", "-n", "sh", "-c", script],
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "K8S_IPSEC_FIREWALL_CONFIG": str(settings)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == expect_status, proc.stdout + proc.stderr
+        return proc.stdout
+
+    return run
+
+
+def rules(saved, chain):
+    return [line for line in saved.splitlines() if line.startswith(f"-A {chain} ")]
+
+
+def test_apply_loads_every_chain_jumped_to_first_and_check_agrees(netns):
+    saved = netns(
+        """
+        iptables -A FORWARD -j ACCEPT -m comment --comment operator
+        fw apply
+        fw check
+        iptables-save
+        """
+    )
+    assert rules(saved, "FORWARD")[0] == "-A FORWARD -j K8S-IPSEC-FORWARD"
+    assert "-A FORWARD -m comment --comment operator -j ACCEPT" in saved
+    assert rules(saved, "PREROUTING")[0] == "-A PREROUTING -j K8S-IPSEC-INBOUND"
+    inbound = rules(saved, "K8S-IPSEC-INBOUND")
+    assert inbound[:4] == [
+        "-A K8S-IPSEC-INBOUND -i lo -j RETURN",
+        "-A K8S-IPSEC-INBOUND -s 10.128.1.0/24 -i cni0 -j RETURN",
+        "-A K8S-IPSEC-INBOUND -s 10.128.2.0/24 -i k8s-ipsec2 -j RETURN",
+        "-A K8S-IPSEC-INBOUND -s 10.128.3.0/24 -i k8s-ipsec3 -j RETURN",
+    ]
+    assert "-A K8S-IPSEC-INBOUND -s 10.128.0.0/16 -j DROP" in inbound
+    assert inbound[-1] == "-A K8S-IPSEC-INBOUND -d 10.128.0.0/16 -j DROP"
+    assert "-A K8S-IPSEC-FAILCLOSED -d 10.96.0.0/12 -j DROP" in rules(saved, "K8S-IPSEC-FAILCLOSED")
+
+
+def test_apply_twice_changes_nothing(netns):
+    out = netns(
+        """
+        fw apply; iptables-save | grep -v '^#' > /tmp/first.$$
+        fw apply; iptables-save | grep -v '^#' | diff /tmp/first.$$ - && echo same
+        rm -f /tmp/first.$$
+        """
+    )
+    assert out.strip() == "same"
+
+
+@pytest.mark.parametrize(
+    "drift, reported",
+    [
+        ("iptables -t raw -F K8S-IPSEC-INBOUND", "chain raw K8S-IPSEC-INBOUND differs"),
+        ("iptables -I FORWARD 1 -j ACCEPT", "the jump FORWARD -> K8S-IPSEC-FORWARD is not the first rule"),
+        ("iptables -t mangle -D POSTROUTING -j K8S-IPSEC-FAILCLOSED", "POSTROUTING -> K8S-IPSEC-FAILCLOSED"),
+        ("iptables -t nat -A K8S-IPSEC-MASQUERADE -j ACCEPT", "chain nat K8S-IPSEC-MASQUERADE differs"),
+        ("nft flush ruleset 2>/dev/null || iptables -t raw -F", "K8S-IPSEC-INBOUND"),
+    ],
+)
+def test_check_reports_drift_and_apply_repairs_it(netns, drift, reported):
+    out = netns(
+        f"""
+        fw apply
+        {drift}
+        if fw check; then echo "check missed it"; exit 1; fi
+        fw apply
+        fw check && echo repaired
+        iptables-save | grep -c -- '-j K8S-IPSEC-FORWARD$'
+        """
+    )
+    assert reported in out
+    assert out.splitlines()[-2:] == ["repaired", "1"]
