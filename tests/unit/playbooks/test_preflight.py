@@ -1,0 +1,87 @@
+"""playbooks/preflight.yml on local hosts: a renumbered node, or certified nodes without the CA on the controller,
+stop the run before any change, with the host, the old and the new value, and what to do."""
+
+import json
+
+import pytest
+import yaml
+from ansible_cli import run_ansible
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Hosts a (index 1) and b (index 2) on local connections; each keeps its files under tmp_path/<host>."""
+
+    def run(recorded=None, certified=(), ca=True, extra=None):
+        inventory = {
+            "k8s_cluster": {
+                "hosts": {
+                    "a": {"ansible_host": "192.168.64.10", "k8s_ipsec_node_index": 1},
+                    "b": {"ansible_host": "192.168.64.20", "k8s_ipsec_node_index": 2},
+                },
+                "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+            }
+        }
+        pki = tmp_path / "pki"
+        pki.mkdir(exist_ok=True)
+        if ca:
+            (pki / "ca.key").write_text("a stand-in CA key\n")
+        for host, index in (recorded or {}).items():
+            (tmp_path / host).mkdir(exist_ok=True)
+            (tmp_path / host / "bridge.default").write_text(f"INDEX={index}\nBRIDGE=cni0\n")
+        for host in certified:
+            (tmp_path / host).mkdir(exist_ok=True)
+            (tmp_path / host / "node.crt").write_text("a stand-in certificate\n")
+        before = sorted(str(p) for p in tmp_path.rglob("*"))
+        (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+        variables = {
+            "ansible_become": False,
+            "strongswan_pki_dir": str(pki),
+            "__network_plan_index_record": str(tmp_path / "{{ inventory_hostname }}" / "bridge.default"),
+            "__strongswan_cert_path": str(tmp_path / "{{ inventory_hostname }}" / "node.crt"),
+            **(extra or {}),
+        }
+        (tmp_path / "extra.json").write_text(json.dumps(variables))
+        proc = run_ansible(
+            "ansible-playbook", "-i", str(tmp_path / "hosts.yml"), "-e", f"@{tmp_path / 'extra.json'}",
+            "playbooks/preflight.yml",
+        )  # fmt: skip
+        after = sorted(str(p) for p in tmp_path.rglob("*") if p.name not in ("hosts.yml", "extra.json"))
+        assert after == before, "the preflight changed files"
+        return proc
+
+    return run
+
+
+def test_nodes_as_recorded_pass(cluster):
+    proc = cluster(recorded={"a": 1, "b": 2}, certified=("a", "b"))
+    assert proc.returncode == 0, proc.stdout
+    assert "changed=0" in proc.stdout
+
+
+def test_new_nodes_without_records_pass(cluster):
+    proc = cluster(ca=False)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_a_renumbered_node_stops_the_run_naming_host_and_both_indexes(cluster):
+    proc = cluster(recorded={"a": 1, "b": 5})
+    assert proc.returncode != 0
+    assert "host b was built as node index 5" in proc.stdout
+    assert "now gives k8s_ipsec_node_index 2" in proc.stdout
+    assert "Put k8s_ipsec_node_index 5 back" in proc.stdout
+
+
+def test_certified_nodes_without_the_ca_stop_the_run(cluster):
+    proc = cluster(certified=("b",), ca=False)
+    assert proc.returncode != 0
+    assert "b hold a certificate of the cluster CA, but this controller has no CA key" in proc.stdout
+    assert "strongswan_new_ca=true" in proc.stdout
+
+
+def test_a_new_ca_is_an_explicit_choice(cluster):
+    assert cluster(certified=("b",), ca=False, extra={"strongswan_new_ca": True}).returncode == 0
+
+
+def test_psk_mode_needs_no_ca(cluster):
+    assert cluster(certified=("a",), ca=False, extra={"strongswan_auth": "psk"}).returncode == 0
