@@ -18,7 +18,8 @@ CUSTOMIZE=$HERE/files/customize-image.sh
 # Everything a node needs, nothing the roles configure. debootstrap resolves no virtual packages: python3-cffi-backend
 # (for python3-cryptography) is listed by hand. No strongswan-starter (the roles use swanctl/charon-systemd).
 # libcharon-extra-plugins is what a usual strongSwan install pulls in: its forecast/farp plugins stay enabled as
-# Debian ships them, so the roles must prove they handle them.
+# Debian ships them, so the roles must prove they handle them. nftables (its service disabled, as Debian ships it):
+# starting it flushes every ruleset, one of the faults the e2e test plays.
 PKGS=(
   systemd systemd-sysv dbus udev kmod openssh-server python3 python3-apt python3-cryptography
   python3-cffi-backend sudo
@@ -26,6 +27,7 @@ PKGS=(
   strongswan-swanctl charon-systemd libstrongswan-standard-plugins libcharon-extra-plugins
   containernetworking-plugins containerd runc
   linux-image-amd64 tcpdump netbase ca-certificates curl less
+  nftables
 )
 
 log() { printf '[image %s] %s\n' "$(date +%T)" "$*" >&2; }

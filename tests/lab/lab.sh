@@ -13,6 +13,8 @@
 #        tests/lab/lab.sh ssh-close <i>      end the shared ssh connection of node i (LAB_SSH_CONTROL_DIR)
 #        tests/lab/lab.sh proxy <host> <port>  stdio <-> TCP relay inside the namespace: an ssh ProxyCommand that
 #                                          lets tools outside the namespace (molecule) reach the nodes
+#        tests/lab/lab.sh outsider up|down|exec <cmd...>   a host on the lab bridge that is not in the inventory
+#                                          (namespace k8sipsec-outsider, 192.168.100.250), for the trust checks
 # State lives under <repo>/.lab (gitignored): ssh/ (the lab's key), vm/ (overlays, pidfiles, consoles),
 # inventory/hosts.yml, pki/ (the cluster CA, kept on the controller), logs/.
 set -euo pipefail
@@ -21,6 +23,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LAB=$ROOT/.lab
 NS=k8sipsec-lab
+OUTSIDER_NS=k8sipsec-outsider
+OUTSIDER_IP=192.168.100.250
 VMDIR=$LAB/vm
 KEYFILE=$LAB/ssh/id_ed25519
 INV=$LAB/inventory/hosts.yml
@@ -132,7 +136,7 @@ start_vm() {
     -netdev "tap,id=u0,ifname=tap$i,script=no,downscript=no" \
     -device "virtio-net-pci,netdev=u0,mac=52:54:00:00:01:$(printf %02x "$i")" \
     -device virtio-rng-pci \
-    -pidfile "$VMDIR/n$i.pid" -daemonize
+    -pidfile "$VMDIR/n$i.pid" -daemonize 9>&- # the VM must not keep the up lock (fd 9) for its lifetime
 }
 
 node_ssh() { # node_ssh <i> <cmd...>; LAB_SSH_CONTROL_DIR=<dir> shares one connection per node between calls
@@ -262,8 +266,27 @@ stop_vm() {
   rm -f "$VMDIR/n$i.pid" "$VMDIR/n$i.mon" "$VMDIR/n$i.qcow2"
 }
 
+outsider_up() { # a namespace of its own, plugged into br0 by a veth pair; no other link, no route beyond the bridge
+  ip netns list | grep -qw "$NS" || die "the lab is not up"
+  ip netns list | grep -qw "$OUTSIDER_NS" && return 0
+  ip netns add "$OUTSIDER_NS"
+  ip -n "$NS" link add name outsider type veth peer name eth0 netns "$OUTSIDER_NS"
+  ip -n "$NS" link set outsider master br0 up
+  ip -n "$OUTSIDER_NS" link set lo up
+  ip -n "$OUTSIDER_NS" addr add "$OUTSIDER_IP/24" dev eth0
+  ip -n "$OUTSIDER_NS" link set eth0 up
+}
+
+outsider_down() {
+  if ip netns list | grep -qw "$OUTSIDER_NS"; then
+    [[ -z $(ip netns pids "$OUTSIDER_NS" 2>/dev/null) ]] || log "processes left in $OUTSIDER_NS: $(ip netns pids "$OUTSIDER_NS" | tr '\n' ' ')"
+    ip netns del "$OUTSIDER_NS"
+  fi
+}
+
 cmd_down() {
   local i d
+  outsider_down
   for i in $(nodes_up); do stop_vm "$i"; done
   rm -f "$VMDIR"/n*.qcow2
   if [[ -d $LAB/cp ]]; then
@@ -321,11 +344,18 @@ case ${1:-} in
   converge) shift; play site.yml "$@" ;;
   play) shift; [[ $# -ge 1 ]] || die "usage: $0 play <playbook> [args]"; play "$@" ;;
   exec) shift; ip netns exec "$NS" "$@" ;;
+  outsider)
+    case ${2:-} in
+      up) outsider_up ;;
+      down) outsider_down ;;
+      exec) shift 2; ip netns exec "$OUTSIDER_NS" "$@" ;;
+      *) die "usage: $0 outsider up|down|exec <cmd...>" ;;
+    esac ;;
   wait-ssh) shift; wait_ssh "$@" ;;
   proxy) exec ip netns exec "$NS" python3 -c "$PROXY_PY" "${2:?host}" "${3:-22}" ;;
   ssh-close)
     if [[ -n ${LAB_SSH_CONTROL_DIR:-} && -S $LAB_SSH_CONTROL_DIR/n${2:?} ]]; then
       ip netns exec "$NS" ssh -o "ControlPath=$LAB_SSH_CONTROL_DIR/n$2" -O exit lab >/dev/null 2>&1 || true
     fi ;;
-  *) sed -n '2,17s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,19s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 esac

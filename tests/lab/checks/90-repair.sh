@@ -3,13 +3,14 @@
 # then a new pod, the SAs and reachability are back.
 
 need_pods
-L 3 "ip link del '$BRIDGE'; iptables -w -D FORWARD -j K8S-IPSEC-FORWARD; iptables -w -F K8S-IPSEC-FORWARD; iptables -w -X K8S-IPSEC-FORWARD" || true
+# The guard would repair both within seconds: this check proves that re-running the roles does.
+L 3 "systemctl stop k8s-ipsec-guard; ip link del '$BRIDGE'; iptables -w -D FORWARD -j K8S-IPSEC-FORWARD; iptables -w -F K8S-IPSEC-FORWARD; iptables -w -X K8S-IPSEC-FORWARD" || true
 broken=$(L 3 "ip link show '$BRIDGE' >/dev/null 2>&1 && echo $BRIDGE-still-there; iptables -w -S K8S-IPSEC-FORWARD >/dev/null 2>&1 && echo chain-still-there; true")
 t=$SECONDS
 ok9=y
 playbook repair-cni_bridge playbooks/cni_bridge.yml --limit n3 || ok9=n
 playbook repair-forward_rules playbooks/forward_rules.yml --limit n3 || ok9=n
-L 3 "$RUNTIME pod-down a3" >/dev/null 2>&1 || true
+L 3 "systemctl start k8s-ipsec-guard; $RUNTIME pod-down a3" >/dev/null 2>&1 || true
 pod_up 3 || ok9=n
 recover "after repair (n3)" || ok9=n
 if [[ $ok9 = y && -z $broken ]] && unit_state 3; then
