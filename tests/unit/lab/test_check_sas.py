@@ -1,10 +1,12 @@
-"""The lab's SA check against real `swanctl --raw` output captured on the lab (3 nodes), and broken variants of it."""
+"""The raw swanctl parser and the lab's SA check, against real `swanctl --raw` output captured on the lab (3 nodes)
+and broken variants of it."""
 
 import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from ansible_collections.k8s_ipsec.cni.plugins.module_utils._status import parse_message, parse_swanctl
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
@@ -30,15 +32,19 @@ def test_a_healthy_node_passes_with_its_algorithms(i, capsys):
 
 
 def test_connections_and_sas_are_read_as_data():
-    conns, sas = check_sas.parse(node(1))
+    conns, sas = parse_swanctl(node(1))
     assert conns == ["peer2-n2", "peer3-n3"]
-    assert sorted((sa["conn"], sa["state"]) for sa in sas) == [("peer2-n2", "ESTABLISHED"), ("peer3-n3", "ESTABLISHED")]
-    assert sas[0]["children"] == [{"state": "INSTALLED", "protocol": "ESP", "algs": "AES_GCM_16-256"}]
+    states = sorted((sa["connection"], sa["state"], sa["initiator"]) for sa in sas)
+    assert states == [("peer2-n2", "ESTABLISHED", True), ("peer3-n3", "ESTABLISHED", True)]
+    (child,) = next(sa for sa in sas if sa["connection"] == "peer2-n2")["children"]
+    assert (child["state"], child["protocol"], child["algorithms"]) == ("INSTALLED", "ESP", "AES_GCM_16-256")
+    assert child["bytes_in"] == 0 and child["rekey_in_seconds"] > 0
 
 
 def test_values_with_spaces_and_lists_are_kept_whole():
     line = next(line for line in node(3).splitlines() if line.startswith("list-conn event"))
-    conn = check_sas.parse_message(check_sas._EVENT.match(line).group(2))["peer1-n1"]
+    body = line[len("list-conn event {") : line.rindex("}")]
+    conn = parse_message(body)["peer1-n1"]
     assert conn["local-1"]["class"] == "public key"
     assert conn["remote-1"]["cacerts"] == "CN=k8s_ipsec cluster CA"
     assert conn["children"]["peer1-n1"]["remote-ts"] == "10.128.1.0/24"
@@ -98,4 +104,4 @@ def test_wrong_number_of_connections_fails(capsys):
 
 def test_garbage_is_an_error_not_a_pass():
     with pytest.raises(ValueError):
-        check_sas.parse("list-sa event {peer2-n2 {state=ESTABLISHED child-sas {x {state=INSTALLED}}\n")
+        parse_swanctl("list-sa event {peer2-n2 {state=ESTABLISHED child-sas {x {state=INSTALLED}}\n")
