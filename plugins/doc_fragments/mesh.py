@@ -48,3 +48,14 @@ options:
     type: str
     default: k8s-ipsec
 """
+
+    # What every module of this collection is: read-only, so check mode is full support and there is no diff.
+    READ_ONLY = r"""
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+"""

@@ -24,6 +24,7 @@ author:
   - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - k8s_ipsec.cni.mesh.read_only
   - k8s_ipsec.cni.mesh
   - k8s_ipsec.cni.mesh.tunnel
 options:
@@ -31,13 +32,6 @@ options:
     description: The inventory name of the node whose peers are wanted; must be one of O(nodes).
     type: str
     required: true
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -23,6 +23,7 @@ author:
   - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - k8s_ipsec.cni.mesh.read_only
   - k8s_ipsec.cni.mesh
   - k8s_ipsec.cni.mesh.tunnel
 options:
@@ -36,13 +37,6 @@ options:
       - The result must be at least 576.
     type: int
     default: 80
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -20,6 +20,7 @@ author:
   - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - k8s_ipsec.cni.mesh.read_only
 options:
   csr:
     description: The CSR in PEM form, as the node produced it.
@@ -39,13 +40,6 @@ options:
     default: secp256r1
 requirements:
   - cryptography
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -21,6 +21,7 @@ author:
   - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - k8s_ipsec.cni.mesh.read_only
 options:
   peers:
     description: This node's peers from the plan (C(network_plan_node.peers)); C(name) and C(connection) are used.
@@ -53,13 +54,6 @@ options:
     default: 30
 requirements:
   - swanctl on the node; cryptography when O(certificates) is given
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -18,14 +18,8 @@ author:
   - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - k8s_ipsec.cni.mesh.read_only
   - k8s_ipsec.cni.mesh
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
