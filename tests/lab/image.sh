@@ -78,7 +78,6 @@ T0=$(date +%s)
 WORK=$(mktemp -d "$CACHE/.build-$KEY.XXXXXX")
 ROOTFS=$WORK/rootfs
 cleanup() {
-  local m
   if mountpoint -q "$ROOTFS/proc" 2>/dev/null; then umount -l "$ROOTFS/proc"; fi
   rm -rf --one-file-system "$WORK"
 }
