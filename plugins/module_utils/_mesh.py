@@ -210,17 +210,12 @@ def _subnet(cluster, prefix, index):
     return ipaddress.ip_network((int(cluster.network_address) + index * size, prefix))
 
 
-def _subnet_entry(cluster, prefix, index):
-    subnet = _subnet(cluster, prefix, index)
-    return {"index": index, "subnet": str(subnet), "gateway": str(subnet.network_address + 1)}
-
-
 def pod_subnets(
     nodes, cluster_cidr=DEFAULT_CLUSTER_CIDR, node_prefix=DEFAULT_NODE_PREFIX, service_cidr=DEFAULT_SERVICE_CIDR
 ):
     """Map each node name to {index, subnet, gateway}: index N owns the N-th /node_prefix of the cluster CIDR."""
-    parsed, cluster, prefix = validate_nodes(nodes, cluster_cidr, node_prefix, service_cidr)
-    return {node.name: _subnet_entry(cluster, prefix, node.index) for node in parsed}
+    plan = plan_mesh(nodes, cluster_cidr, node_prefix, service_cidr)
+    return {name: {key: facts[key] for key in ("index", "subnet", "gateway")} for name, facts in plan.facts.items()}
 
 
 def _pair_number(a, b):
