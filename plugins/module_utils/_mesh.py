@@ -16,8 +16,9 @@ DEFAULT_CLUSTER_CIDR = "10.128.0.0/16"
 DEFAULT_NODE_PREFIX = 24
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 
-# kube-proxy marks packets with 0x4000 (masquerade) and 0x8000 (drop); VTI keys become xfrm marks,
-# so those two bits are kept clear by spreading the pair number around them.
+# kube-proxy marks packets with 0x4000 (masquerade) and 0x8000 (drop); a pair's key becomes the xfrm mark of its SAs
+# with VTI devices (the if_id with XFRM interfaces), so those two bits are kept clear by spreading the pair number
+# around them.
 KUBE_PROXY_MARK_BITS = 0x4000 | 0x8000
 _LOW_KEY_BITS = 14
 _MAX_PAIR_NUMBER = (1 << 30) - 1
@@ -86,7 +87,7 @@ def _parse_network(value, what, problems):
         problems.append("%s %r is not a valid network in CIDR notation (%s)" % (what, value, exc))
         return None
     if network.version != 4:
-        problems.append("%s %r must be IPv4: the VTI tunnels carry IPv4" % (what, value))
+        problems.append("%s %r must be IPv4: the tunnels carry IPv4" % (what, value))
         return None
     return network
 
@@ -166,7 +167,7 @@ def validate_nodes(
             )
         if address is not None:
             if address.version != 4:
-                problems.append("host %s: address %s must be IPv4 for the VTI tunnels" % (name, address))
+                problems.append("host %s: address %s must be IPv4 for the tunnels" % (name, address))
             elif cluster is not None and address in cluster:
                 problems.append("host %s: underlay address %s lies inside cluster_cidr %s" % (name, address, cluster))
             elif address in by_address:
@@ -192,7 +193,9 @@ def validate_nodes(
         else:
             by_index[index] = name
             if _pair_number(index, index + 1) > _MAX_PAIR_NUMBER:
-                problems.append("host %s: k8s_ipsec_node_index %d is too large for the VTI key space" % (name, index))
+                problems.append(
+                    "host %s: k8s_ipsec_node_index %d is too large for the tunnel key space" % (name, index)
+                )
             elif device_prefix is not None and len(interface_name(device_prefix, index)) > _IFNAMSIZ:
                 problems.append(
                     "host %s: k8s_ipsec_node_index %d gives the tunnel device name %s, longer than %d characters "
@@ -225,7 +228,8 @@ def _pair_number(a, b):
 
 
 def pair_key(a, b):
-    """The VTI key (xfrm mark) of the pair {a, b}: equal at both ends, unique per pair, kube-proxy bits clear."""
+    """The key of the pair {a, b}, its XFRM interface ID or VTI key and mark: equal at both ends, unique per pair,
+    kube-proxy bits clear."""
     number = _pair_number(a, b)
     low = number & ((1 << _LOW_KEY_BITS) - 1)
     high = number >> _LOW_KEY_BITS

@@ -13,7 +13,7 @@ version_added: 0.1.0
 description:
   - Validates the inventory of the IPsec pod network and returns one entry per other node of O(node) with
     the addresses and subnets of both ends, the swanctl connection name, the tunnel device name and the
-    tunnel key (xfrm mark) of the pair.
+    key of the pair (the XFRM interface ID, or the VTI key and xfrm mark, of its tunnel devices).
   - The key is the same at both ends of a pair, unique on each node and clear of the mark bits kube-proxy
     uses (0x4000, 0x8000). Connection and interface names are unique on each node; interface names are
     valid Linux device names of at most 15 characters whatever the host names.
@@ -87,7 +87,7 @@ peers:
       type: str
       sample: k8s-ipsec2
     key:
-      description: VTI key and xfrm mark of the pair; equal at both ends.
+      description: The pair's key (XFRM interface ID, or VTI key and xfrm mark); equal at both ends.
       type: int
       sample: 2
     initiator:

@@ -1,6 +1,7 @@
-"""The data path as rendered for 3- and 4-node plans: swanctl.conf, secrets, conflist, charon settings, the scripts'
-settings, and the static scripts run against a stand-in `ip` that records what they would do."""
+"""The data path as rendered for 3- and 4-node plans and both tunnel types: swanctl.conf, secrets, conflist, charon
+settings, the scripts' settings, and the static scripts run against a stand-in `ip` that records what they would do."""
 
+import ipaddress
 import itertools
 import json
 import os
@@ -8,7 +9,11 @@ import re
 import subprocess
 
 import pytest
+import yaml
 from ansible_cli import ROOT
+
+TUNNEL_TYPES = ["xfrm", "vti"]
+TUNNEL_MODULES = {"xfrm": "xfrm_interface", "vti": "ip_vti"}
 
 SCRIPTS = {
     "k8s-ipsec-cni0": ROOT / "roles/cni_bridge/files/k8s-ipsec-cni0",
@@ -47,6 +52,11 @@ def cluster(request):
     return rendered, {host: rendered.computed(host)["plan_node"] for host in hosts}
 
 
+@pytest.fixture(params=TUNNEL_TYPES)
+def tunnel_type(request):
+    return request.param
+
+
 def connections(rendered, host, name="swanctl.conf"):
     return parse_strongswan(rendered.text(host, name))["connections"]
 
@@ -80,16 +90,66 @@ def test_exactly_one_end_of_every_pair_starts_the_tunnel(cluster):
         assert sorted(starts) == ["none", "start"], (a, b)
 
 
+def test_default_tunnel_type_is_the_roles_default(cluster):
+    rendered, plans = cluster
+    default = yaml.safe_load((ROOT / "roles/strongswan/defaults/main.yml").read_text())["strongswan_tunnel_type"]
+    assert default in TUNNEL_TYPES
+    for host in plans:
+        for name in ("swanctl.conf", "k8s-ipsec-tunnels.default", "modules-load.conf"):
+            typed = name.replace(".", f"-{default}.", 1)
+            assert rendered.text(host, name) == rendered.text(host, typed), (host, name)
+
+
+def test_keys_are_equal_at_both_ends_and_one_per_pair(cluster, tunnel_type):
+    """mark_in/mark_out for VTI devices, if_id_in/if_id_out for XFRM interfaces: the pair's key at both ends."""
+    rendered, plans = cluster
+    name = f"swanctl-{tunnel_type}.conf"
+    used, unused = (("if_id_in", "if_id_out"), ("mark_in", "mark_out"))[:: 1 if tunnel_type == "xfrm" else -1]
+    key_of_pair = {}
+    for a, b, peer_of_a, peer_of_b in pairs(plans):
+        ca = child(connections(rendered, a, name)[peer_of_a["connection"]])
+        cb = child(connections(rendered, b, name)[peer_of_b["connection"]])
+        assert ca[used[0]] == ca[used[1]] == cb[used[0]] == cb[used[1]] == str(peer_of_a["key"]), (a, b)
+        assert not set(unused) & (set(ca) | set(cb)), (a, b)
+        key_of_pair[(a, b)] = ca[used[0]]
+    assert len(set(key_of_pair.values())) == len(key_of_pair)
+    for host in plans:
+        keys = [child(c)[used[0]] for c in connections(rendered, host, name).values()]
+        assert len(set(keys)) == len(keys)
+        assert all(not int(key) & 0xC000 for key in keys), "kube-proxy's mark bits"
+
+
 def test_marks_are_equal_at_both_ends_and_unique_per_node(cluster):
     rendered, plans = cluster
     for a, b, peer_of_a, peer_of_b in pairs(plans):
-        ca = child(connections(rendered, a)[peer_of_a["connection"]])
-        cb = child(connections(rendered, b)[peer_of_b["connection"]])
+        ca = child(connections(rendered, a, "swanctl-vti.conf")[peer_of_a["connection"]])
+        cb = child(connections(rendered, b, "swanctl-vti.conf")[peer_of_b["connection"]])
         assert ca["mark_in"] == ca["mark_out"] == cb["mark_in"] == cb["mark_out"], (a, b)
     for host in plans:
-        marks = [child(c)["mark_in"] for c in connections(rendered, host).values()]
+        marks = [child(c)["mark_in"] for c in connections(rendered, host, "swanctl-vti.conf").values()]
         assert len(set(marks)) == len(marks)
         assert all(not int(mark) & 0xC000 for mark in marks), "kube-proxy's mark bits"
+
+
+def test_only_the_tunnel_bindings_differ_between_the_types(cluster):
+    rendered, plans = cluster
+    for host in plans:
+        xfrm, vti = (connections(rendered, host, f"swanctl-{t}.conf") for t in ("xfrm", "vti"))
+        for conn in xfrm:
+            for settings in (child(xfrm[conn]), child(vti[conn])):
+                for key in ("if_id_in", "if_id_out", "mark_in", "mark_out"):
+                    settings.pop(key, None)
+        assert xfrm == vti
+
+
+def test_each_type_loads_its_own_kernel_module(cluster, tunnel_type):
+    rendered, plans = cluster
+    for host in plans:
+        lines = rendered.text(host, f"modules-load-{tunnel_type}.conf").splitlines()
+        assert lines[0].startswith("# Managed by k8s_ipsec.cni (role strongswan)")
+        assert lines[1:] == [TUNNEL_MODULES[tunnel_type]]
+    node_prep = yaml.safe_load((ROOT / "roles/node_prep/defaults/main.yml").read_text())["node_prep_kernel_modules"]
+    assert not set(TUNNEL_MODULES.values()) & set(node_prep)
 
 
 def test_traffic_selectors_and_identities_are_mirrored(cluster):
@@ -146,14 +206,14 @@ def test_charon_installs_no_routes_and_keeps_forecast_off(cluster):
 def read_settings(rendered, host, name):
     """A rendered settings file, sourced by sh, as a dict of its variables."""
     proc = subprocess.run(
-        ["sh", "-c", '. "$1"; for v in BRIDGE ADDRESS MTU CLUSTER_CIDR TUNNELS MASQUERADE PREFIX SOURCE PEERS; '
+        ["sh", "-c", '. "$1"; for v in BRIDGE ADDRESS MTU CLUSTER_CIDR TUNNELS MASQUERADE PREFIX SOURCE TYPE PEERS; '
          'do eval "printf \'%s=%s\\0\' $v \\"\\${$v-}\\""; done', "sh", str(rendered.out / host / name)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return dict(item.split("=", 1) for item in proc.stdout.split("\0") if item)
 
 
-def test_script_settings_are_the_plan(cluster):
+def test_script_settings_are_the_plan(cluster, tunnel_type):
     rendered, plans = cluster
     for host, plan in plans.items():
         whole = rendered.computed(host)["plan_cluster"]
@@ -163,8 +223,9 @@ def test_script_settings_are_the_plan(cluster):
         firewall = read_settings(rendered, host, "k8s-ipsec-firewall.default")
         assert firewall["TUNNELS"] == whole["tunnel_prefix"] + "+"
         assert firewall["CLUSTER_CIDR"] == whole["cluster_cidr"] and firewall["MASQUERADE"] == "yes"
-        tunnels = read_settings(rendered, host, "k8s-ipsec-tunnels.default")
+        tunnels = read_settings(rendered, host, f"k8s-ipsec-tunnels-{tunnel_type}.default")
         assert tunnels["SOURCE"] == plan["gateway"] and tunnels["PREFIX"] == whole["tunnel_prefix"]
+        assert tunnels["TYPE"] == tunnel_type
         lines = [line.split() for line in tunnels["PEERS"].splitlines() if line.strip()]
         assert lines == [
             [
@@ -203,72 +264,312 @@ def test_static_scripts_pass_shellcheck(name):
 def test_rendered_settings_pass_shellcheck(cluster):
     rendered, plans = cluster
     files = [str(rendered.out / host / f"{name}.default") for host in plans for name in SCRIPTS if "keeper" not in name]
+    files += [str(rendered.out / host / f"k8s-ipsec-tunnels-{t}.default") for host in plans for t in TUNNEL_TYPES]
     # SC2034 (assigned but unused): these files only define variables, for the scripts that source them.
     proc = run("shellcheck", "-s", "sh", "-e", "SC2034", *files)
     assert proc.returncode == 0, proc.stdout
 
 
 FAKE_IP = """#!/bin/sh
-# Stand-in for ip(8): logs every call; `ip -o link show type vti` lists $FAKE_VTI_DEVICES; a device "exists"
-# when it is listed there.
+# Stand-in for ip(8): logs every call and answers the read-only ones from the node described in $FAKE_STATE:
+# link/<name> is what `ip -d -o link show <name>` prints (a device exists when its file does), addr the node's
+# address lines, ifaddr/<device> a device's addresses, routes the routing table. Nothing is ever changed.
 echo "ip $*" >> "$FAKE_LOG"
 case "$*" in
-  "-o link show type vti")
-    n=10
-    for d in $FAKE_VTI_DEVICES; do n=$((n + 1)); echo "$n: $d@NONE: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu 1420"; done ;;
-  "link show "*)
-    for d in $FAKE_VTI_DEVICES; do [ "$d" = "$3" ] && exit 0; done; exit 1 ;;
+  "-o link show type "*)
+    for f in "$FAKE_STATE"/link/*; do if [ -e "$f" ]; then grep -F "    $5 " "$f" || true; fi; done ;;
+  "link show "*) [ -e "$FAKE_STATE/link/$3" ]; exit ;;
+  "-d -o link show "*) cat "$FAKE_STATE/link/$5" 2>/dev/null; exit ;;
+  "-o -4 addr show to "*) grep -F " inet ${6%/32}/" "$FAKE_STATE/addr" ;;
+  "-4 -o addr show dev "*) cat "$FAKE_STATE/ifaddr/$6" 2>/dev/null || true ;;
+  "-4 -o route show exact "*) awk -v s="$6" '$1 == s' "$FAKE_STATE/routes" ;;
 esac
 exit 0
 """
 
+UNDERLAY = "eth1"
 
-def run_tunnels_script(tmp_path, settings, devices):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "ip").write_text(FAKE_IP)
-    (bin_dir / "sysctl").write_text('#!/bin/sh\necho "sysctl $*" >> "$FAKE_LOG"\n')
-    for tool in ("ip", "sysctl"):
-        (bin_dir / tool).chmod(0o755)
-    log = tmp_path / "calls.log"
-    log.write_text("")
-    env = dict(
-        os.environ,
-        PATH=f"{bin_dir}:{os.environ['PATH']}",
-        FAKE_LOG=str(log),
-        FAKE_VTI_DEVICES=" ".join(devices),
-        K8S_IPSEC_TUNNELS_CONFIG=str(settings),
+
+def xfrm_line(number, name, key, underlay=UNDERLAY, mtu=1420, up=True):
+    """`ip -d -o link show` of an XFRM interface, as iproute2 6.1 prints it (if_id in hex)."""
+    flags = "NOARP,UP,LOWER_UP" if up else "NOARP"
+    return (
+        f"{number}: {name}@{underlay}: <{flags}> mtu {mtu} qdisc noqueue state UNKNOWN mode DEFAULT group default "
+        "qlen 1000\\    link/none  promiscuity 0 allmulti 0 minmtu 68 maxmtu 65535 \\    "
+        f"xfrm if_id {key:#x} addrgenmode eui64 numtxqueues 1 numrxqueues 1 gso_max_size 65536 gso_max_segs 65535"
     )
-    proc = run("sh", str(SCRIPTS["k8s-ipsec-tunnels"]), "apply", env=env)
-    assert proc.returncode == 0, proc.stderr
-    return log.read_text().splitlines()
 
 
-def test_tunnel_sweep_removes_only_stale_devices_of_our_prefix(cluster, tmp_path):
+def vti_line(number, name, key, local, remote, mtu=1420, up=True):
+    """`ip -d -o link show` of a VTI device, as iproute2 6.1 prints it (keys as dotted quads)."""
+    flags = "POINTOPOINT,NOARP,UP,LOWER_UP" if up else "POINTOPOINT,NOARP"
+    dotted = ipaddress.IPv4Address(key)
+    return (
+        f"{number}: {name}@NONE: <{flags}> mtu {mtu} qdisc noqueue state UNKNOWN mode DEFAULT group default "
+        f"qlen 1000\\    link/ipip {local} peer {remote} promiscuity 0 allmulti 0 minmtu 0 maxmtu 0 \\    "
+        f"vti remote {remote} local {local} ikey {dotted} okey {dotted} addrgenmode eui64 numtxqueues 1"
+    )
+
+
+class Node:
+    """The node the stand-in `ip` describes (see FAKE_IP), written under tmp_path/state."""
+
+    def __init__(self, tmp_path, rendered, host, tunnel_type):
+        self.plan = rendered.computed(host)["plan_node"]
+        self.cluster = rendered.computed(host)["plan_cluster"]
+        self.settings = rendered.out / host / f"k8s-ipsec-tunnels-{tunnel_type}.default"
+        self.tunnel_type = tunnel_type
+        self.tmp_path = tmp_path
+        self.state = tmp_path / "state"
+        for folder in ("link", "ifaddr"):
+            (self.state / folder).mkdir(parents=True, exist_ok=True)
+        address = self.plan["address"]
+        self.underlay(f"2: {UNDERLAY}    inet {address}/24 brd 192.168.64.255 scope global {UNDERLAY}")
+        (self.state / "routes").write_text("")
+        self.number = 10
+
+    @property
+    def prefix(self):
+        return self.cluster["tunnel_prefix"]
+
+    @property
+    def peers(self):
+        return self.plan["peers"]
+
+    def underlay(self, line):
+        (self.state / "addr").write_text(line + "\n" if line else "")
+
+    def link(self, name, line):
+        (self.state / "link" / name).write_text(line + "\n")
+
+    def tunnel(self, peer, tunnel_type=None, **changes):
+        """The peer's device as apply leaves it, of tunnel_type (default: the settings' type)."""
+        self.number += 1
+        fields = {"key": peer["key"], "mtu": self.cluster["mtu"], **changes}
+        if (tunnel_type or self.tunnel_type) == "xfrm":
+            line = xfrm_line(self.number, peer["interface"], **fields)
+        else:
+            line = vti_line(self.number, peer["interface"], local=peer["local_address"],
+                            remote=peer["remote_address"], **fields)  # fmt: skip
+        self.link(peer["interface"], line)
+
+    def healthy(self, tunnel_type=None):
+        """Every peer's device, address and route as apply leaves them."""
+        routes = []
+        for peer in self.peers:
+            self.tunnel(peer, tunnel_type)
+            device, gateway = peer["interface"], self.plan["gateway"]
+            (self.state / "ifaddr" / device).write_text(
+                f"{self.number}: {device}    inet {gateway}/32 scope global {device}\\       valid_lft forever\n"
+            )
+            routes.append(f"{peer['remote_subnet']} dev {device} scope link src {gateway}")
+        (self.state / "routes").write_text("".join(line + "\n" for line in routes))
+        return self
+
+    def other(self, name, tunnel_type, key=99):
+        """Somebody else's device (or a stale one of ours) of either kind."""
+        self.number += 1
+        if tunnel_type == "xfrm":
+            self.link(name, xfrm_line(self.number, name, key))
+        else:
+            self.link(name, vti_line(self.number, name, key, "192.0.2.1", "192.0.2.2"))
+
+    def run(self, verb="apply"):
+        """(status, output, calls) of `k8s-ipsec-tunnels <verb>` on this node."""
+        bin_dir = self.tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "ip").write_text(FAKE_IP)
+        (bin_dir / "sysctl").write_text('#!/bin/sh\necho "sysctl $*" >> "$FAKE_LOG"\n')
+        for tool in ("ip", "sysctl"):
+            (bin_dir / tool).chmod(0o755)
+        log = self.tmp_path / "calls.log"
+        log.write_text("")
+        env = dict(
+            os.environ,
+            PATH=f"{bin_dir}:{os.environ['PATH']}",
+            FAKE_LOG=str(log),
+            FAKE_STATE=str(self.state),
+            K8S_IPSEC_TUNNELS_CONFIG=str(self.settings),
+        )
+        proc = run("sh", str(SCRIPTS["k8s-ipsec-tunnels"]), verb, env=env)
+        return proc.returncode, proc.stdout + proc.stderr, log.read_text().splitlines()
+
+    def apply(self):
+        status, output, calls = self.run("apply")
+        assert status == 0, output
+        return calls
+
+
+def link_changes(calls):
+    return [c for c in calls if re.match(r"ip link (add|del|change) ", c)]
+
+
+def node_of(cluster, tmp_path, tunnel_type, pick=max):
+    """The node with the highest (or lowest) index, with the settings of tunnel_type."""
     rendered, plans = cluster
-    host = max(plans, key=lambda h: plans[h]["index"])
-    plan = plans[host]
-    prefix = rendered.computed(host)["plan_cluster"]["tunnel_prefix"]
-    current = [p["interface"] for p in plan["peers"]]
-    stale = f"{prefix}{plan['index'] + 100}"
-    operators = ["vti0", "vti2", "ip_vti0", f"{prefix}x", f"{prefix}2b", "ipsec7"]
-    settings = rendered.out / host / "k8s-ipsec-tunnels.default"
-    calls = run_tunnels_script(tmp_path, settings, current + [stale] + operators)
+    return Node(tmp_path, rendered, pick(plans, key=lambda h: plans[h]["index"]), tunnel_type)
+
+
+@pytest.fixture
+def last_node(cluster, tunnel_type, tmp_path):
+    return node_of(cluster, tmp_path, tunnel_type)
+
+
+@pytest.fixture
+def first_node(cluster, tunnel_type, tmp_path):
+    return node_of(cluster, tmp_path, tunnel_type, min)
+
+
+@pytest.fixture
+def xfrm_node(cluster, tmp_path):
+    return node_of(cluster, tmp_path, "xfrm")
+
+
+OPERATORS = {
+    "vti": ["vti0", "vti2", "ip_vti0", "{prefix}x", "{prefix}2b", "ipsec7"],
+    "xfrm": ["xfrm0", "xfrm3", "ipsec9", "{prefix}y", "{prefix}3c"],
+}
+
+
+def test_tunnel_sweep_removes_only_stale_devices_of_our_prefix(last_node):
+    node = last_node.healthy()
+    stale = [f"{node.prefix}{node.plan['index'] + 100}", f"{node.prefix}{node.plan['index'] + 101}"]
+    node.other(stale[0], "vti")
+    node.other(stale[1], "xfrm")
+    for kind, names in OPERATORS.items():
+        for name in names:
+            node.other(name.format(prefix=node.prefix), kind)
+    calls = node.apply()
     deleted = [c.split()[-1] for c in calls if c.startswith("ip link del ")]
-    assert deleted == [stale]
-    for peer in plan["peers"]:
-        assert f"ip route replace {peer['remote_subnet']} dev {peer['interface']} src {plan['gateway']}" in calls
-        assert any(c.startswith(f"ip link change {peer['interface']} type vti ") for c in calls)
+    assert sorted(deleted) == sorted(stale)
+    for peer in node.peers:
+        assert f"ip route replace {peer['remote_subnet']} dev {peer['interface']} src {node.plan['gateway']}" in calls
+        if node.tunnel_type == "vti":
+            assert any(c.startswith(f"ip link change {peer['interface']} type vti ") for c in calls)
+    assert "ip -o link show type vti" in calls and "ip -o link show type xfrm" in calls
 
 
-def test_tunnel_script_creates_missing_devices_with_the_pair_key(cluster, tmp_path):
-    rendered, plans = cluster
-    host = next(iter(plans))
-    calls = run_tunnels_script(tmp_path, rendered.out / host / "k8s-ipsec-tunnels.default", [])
-    for peer in plans[host]["peers"]:
-        expected = "ip link add {interface} type vti local {local_address} remote {remote_address} key {key}"
-        assert expected.format(**peer) in calls
+def test_tunnel_script_creates_missing_devices_with_the_pair_key(first_node):
+    node = first_node
+    calls = node.apply()
+    for peer in node.peers:
+        if node.tunnel_type == "vti":
+            expected = "ip link add {interface} type vti local {local_address} remote {remote_address} key {key}"
+            assert expected.format(**peer) in calls
+            assert f"sysctl -qw net.ipv4.conf.{peer['interface']}.disable_policy=1" in calls
+        else:
+            assert f"ip link add {peer['interface']} type xfrm dev {UNDERLAY} if_id {peer['key']}" in calls
+        assert f"ip link set {peer['interface']} mtu {node.cluster['mtu']} up" in calls
+        assert f"ip addr replace {node.plan['gateway']}/32 dev {peer['interface']}" in calls
     assert not [c for c in calls if c.startswith("ip link del ")]
+    if node.tunnel_type == "xfrm":
+        # No VTI device, and no disable_policy: the SAs' policies carry the interface ID.
+        assert not [c for c in calls if " type vti " in c or c.startswith("sysctl")]
+
+
+def test_xfrm_interfaces_find_their_underlay_from_the_nodes_address(xfrm_node):
+    node = xfrm_node
+    calls = node.apply()
+    assert f"ip -o -4 addr show to {node.plan['address']}/32" in calls
+    node.underlay("")
+    status, output, _ = node.run("apply")
+    assert status != 0 and f"no device holds this node's address {node.plan['address']}" in output
+
+
+def test_apply_on_a_node_as_it_leaves_it_recreates_nothing(last_node):
+    node = last_node.healthy()
+    changes = link_changes(node.apply())
+    if node.tunnel_type == "xfrm":
+        assert changes == []
+    else:  # VTI devices get their endpoints and key set in place
+        expected = "ip link change {interface} type vti local {local_address} remote {remote_address} key {key}"
+        assert changes == [expected.format(**peer) for peer in node.peers]
+
+
+def test_switching_the_tunnel_type_replaces_our_devices_of_the_other_kind(last_node):
+    node = last_node
+    other = "vti" if node.tunnel_type == "xfrm" else "xfrm"
+    node.healthy(other)
+    calls = node.apply()
+    for peer in node.peers:
+        device = peer["interface"]
+        removed = calls.index(f"ip link del {device}")
+        added = next(i for i, c in enumerate(calls) if c.startswith(f"ip link add {device} type {node.tunnel_type} "))
+        assert removed < added
+    assert not [c for c in calls if c.startswith("ip link change ")]
+
+
+def test_an_xfrm_interface_on_another_underlay_is_recreated(xfrm_node):
+    node = xfrm_node.healthy()
+    peer = node.peers[0]
+    node.tunnel(peer, underlay="NONE")  # created without `dev`, as the lab's first stand-in did
+    calls = node.apply()
+    device = peer["interface"]
+    assert link_changes(calls) == [
+        f"ip link del {device}",
+        f"ip link add {device} type xfrm dev {UNDERLAY} if_id {peer['key']}",
+    ]
+
+
+def test_check_passes_on_a_node_as_apply_leaves_it(last_node):
+    status, output, calls = last_node.healthy().run("check")
+    assert (status, output) == (0, "")
+    assert link_changes(calls) == []
+
+
+def break_node(node, drift):
+    """Make the node differ from the settings in one way; returns the line check must print."""
+    peer = node.peers[0]
+    device, key = peer["interface"], peer["key"]
+    other = "vti" if node.tunnel_type == "xfrm" else "xfrm"
+    if drift == "missing":
+        (node.state / "link" / device).unlink()
+        return f"tunnel {device} is missing"
+    if drift == "other kind":
+        node.tunnel(peer, other)
+        if node.tunnel_type == "xfrm":
+            return f"tunnel {device} is not an XFRM interface with if_id {key:#x}"
+        return f"tunnel {device} is not a VTI device from {peer['local_address']} to {peer['remote_address']}"
+    if drift == "other key":
+        node.tunnel(peer, key=key + 1)
+        if node.tunnel_type == "xfrm":
+            return f"tunnel {device} is not an XFRM interface with if_id {key:#x}"
+        return f"tunnel {device} does not use key {key}"
+    if drift == "down":
+        node.tunnel(peer, up=False)
+        return f"tunnel {device} is down"
+    if drift == "stale of the other kind":
+        stale = f"{node.prefix}{node.plan['index'] + 100}"
+        node.other(stale, other)
+        return f"tunnel {stale} is stale"
+    raise AssertionError(drift)
+
+
+@pytest.mark.parametrize("drift", ["missing", "other kind", "other key", "down", "stale of the other kind"])
+def test_check_reports_what_differs(last_node, drift):
+    node = last_node.healthy()
+    expected = break_node(node, drift)
+    status, output, _ = node.run("check")
+    assert status == 1
+    assert expected in output.splitlines(), output
+
+
+def test_check_compares_the_if_id_in_hex_as_ip_prints_it(xfrm_node):
+    node = xfrm_node.healthy()
+    peer = max(node.peers, key=lambda p: p["key"])
+    line = (node.state / "link" / peer["interface"]).read_text()
+    assert f" if_id {peer['key']:#x} " in line
+    (node.state / "link" / peer["interface"]).write_text(line.replace(f"{peer['key']:#x}", str(peer["key"])))
+    status, output, _ = node.run("check")
+    assert status == 1 and f"tunnel {peer['interface']} is not an XFRM interface" in output
+
+
+def test_check_reports_an_xfrm_interface_on_another_underlay(xfrm_node):
+    node = xfrm_node.healthy()
+    peer = node.peers[0]
+    node.tunnel(peer, underlay="NONE")
+    status, output, _ = node.run("check")
+    assert status == 1 and output.splitlines() == [f"tunnel {peer['interface']} does not send through {UNDERLAY}"]
 
 
 def test_static_scripts_say_who_manages_them():
