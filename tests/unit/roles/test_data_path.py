@@ -19,7 +19,6 @@ SCRIPTS = {
     "k8s-ipsec-cni0": ROOT / "roles/cni_bridge/files/k8s-ipsec-cni0",
     "k8s-ipsec-firewall": ROOT / "roles/forward_rules/files/k8s-ipsec-firewall",
     "k8s-ipsec-tunnels": ROOT / "roles/strongswan/files/k8s-ipsec-tunnels",
-    "k8s-ipsec-keeper": ROOT / "roles/strongswan/files/k8s-ipsec-keeper",
 }
 
 
@@ -80,14 +79,31 @@ def test_every_node_has_one_connection_per_peer(cluster):
         assert len(conns) == len(plans) - 1
 
 
-def test_exactly_one_end_of_every_pair_starts_the_tunnel(cluster):
+INITIATOR_ACTIONS = {"start_action": "trap|start", "close_action": "start", "dpd_action": "restart"}
+RESPONDER_ACTIONS = {"start_action": "trap", "close_action": "none", "dpd_action": "clear"}
+
+
+def test_exactly_one_end_of_every_pair_starts_the_tunnel(cluster, tunnel_type):
     rendered, plans = cluster
     for a, b, peer_of_a, peer_of_b in pairs(plans):
         starts = [
-            child(connections(rendered, host)[peer["connection"]])["start_action"]
+            child(connections(rendered, host, f"swanctl-{tunnel_type}.conf")[peer["connection"]])["start_action"]
             for host, peer in ((a, peer_of_a), (b, peer_of_b))
         ]
-        assert sorted(starts) == ["none", "start"], (a, b)
+        assert sorted(starts) == ["trap", "trap|start"], (a, b)
+        assert [s == "trap|start" for s in starts] == [peer_of_a["initiator"], peer_of_b["initiator"]], (a, b)
+
+
+def test_initiator_restarts_and_both_ends_trap(cluster, tunnel_type):
+    """No keeper timer: trap policies on both ends, restarts on the initiator end only."""
+    rendered, plans = cluster
+    for a, b, peer_of_a, peer_of_b in pairs(plans):
+        for host, peer in ((a, peer_of_a), (b, peer_of_b)):
+            conn = connections(rendered, host, f"swanctl-{tunnel_type}.conf")[peer["connection"]]
+            actions = {key: child(conn)[key] for key in INITIATOR_ACTIONS}
+            assert actions == (INITIATOR_ACTIONS if peer["initiator"] else RESPONDER_ACTIONS), (host, peer["name"])
+            assert conn["unique"] == "replace"
+            assert conn.get("keyingtries") == ("0" if peer["initiator"] else None), (host, peer["name"])
 
 
 def test_default_tunnel_type_is_the_roles_default(cluster):
@@ -200,6 +216,8 @@ def test_charon_installs_no_routes_and_keeps_forecast_off(cluster):
     rendered, plans = cluster
     charon = parse_strongswan(rendered.text(next(iter(plans)), "charon.conf"))["charon"]
     assert charon["install_routes"] == "no"
+    # strongSwan 6.0 defaults to make-before-break reauthentication, 5.9 does not: the same on both.
+    assert charon["make_before_break"] == "yes"
     assert {charon["plugins"][name]["load"] for name in ("forecast", "farp", "bypass-lan")} == {"no"}
 
 
@@ -263,7 +281,7 @@ def test_static_scripts_pass_shellcheck(name):
 
 def test_rendered_settings_pass_shellcheck(cluster):
     rendered, plans = cluster
-    files = [str(rendered.out / host / f"{name}.default") for host in plans for name in SCRIPTS if "keeper" not in name]
+    files = [str(rendered.out / host / f"{name}.default") for host in plans for name in SCRIPTS]
     files += [str(rendered.out / host / f"k8s-ipsec-tunnels-{t}.default") for host in plans for t in TUNNEL_TYPES]
     # SC2034 (assigned but unused): these files only define variables, for the scripts that source them.
     proc = run("shellcheck", "-s", "sh", "-e", "SC2034", *files)
@@ -570,6 +588,27 @@ def test_check_reports_an_xfrm_interface_on_another_underlay(xfrm_node):
     node.tunnel(peer, underlay="NONE")
     status, output, _ = node.run("check")
     assert status == 1 and output.splitlines() == [f"tunnel {peer['interface']} does not send through {UNDERLAY}"]
+
+
+def test_the_keeper_of_earlier_versions_is_only_stopped_and_removed():
+    role = ROOT / "roles/strongswan"
+    assert not list(role.glob("*/k8s-ipsec-keeper*"))
+    tasks = [task for task in yaml.safe_load((role / "tasks/main.yml").read_text()) if "keeper" in json.dumps(task)]
+    by_module = {key: task for task in tasks for key in task if key.startswith("ansible.builtin.")}
+    assert sorted(by_module) == ["ansible.builtin.file", "ansible.builtin.stat", "ansible.builtin.systemd_service"]
+    stop = by_module["ansible.builtin.systemd_service"]
+    assert stop["ansible.builtin.systemd_service"] == {
+        "name": "k8s-ipsec-keeper.timer",
+        "state": "stopped",
+        "enabled": False,
+    }
+    remove = by_module["ansible.builtin.file"]
+    assert remove["ansible.builtin.file"]["state"] == "absent" and remove["notify"] == "Reload systemd"
+    assert sorted(remove["loop"]) == [
+        "/etc/systemd/system/k8s-ipsec-keeper.service",
+        "/etc/systemd/system/k8s-ipsec-keeper.timer",
+        "/usr/local/sbin/k8s-ipsec-keeper",
+    ]
 
 
 def test_static_scripts_say_who_manages_them():
