@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Build (once) and cache the Debian 12 node image of the lab: debootstrap --variant=minbase with everything a node
+# Build (once) and cache the Debian node image of the lab: debootstrap --variant=minbase with everything a node
 # needs preinstalled (the VMs have no internet), then ext4 -> qcow2 plus vmlinuz/initrd.img for direct kernel boot.
+# The image also carries what the lab's pods need: Python stubs of the CRI API generated from Debian's packaged
+# api.proto, and the pause and test-server images (OCI archives built from busybox-static) for containerd.
 #
 # usage: tests/lab/image.sh            prints the image directory (base.qcow2, vmlinuz, initrd.img) on stdout
-# env:   LAB_CACHE  cache root (default /var/cache/k8s-ipsec-lab); entries are keyed by a hash of the package
-#                   list and the customization script, so an unchanged image is reused at once.
+# env:   LAB_SUITE  trixie (Debian 13, default) or bookworm (Debian 12)
+#        LAB_CACHE  cache root (default /var/cache/k8s-ipsec-lab); entries are keyed by a hash of the package
+#                   list and the customization files, so an unchanged image is reused at once.
 #        MIRROR     Debian mirror (default: the one this machine's apt uses)
 #        LAB_IMAGE_SIZE  ext4 size (default 4G; the qcow2 stays sparse)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${LAB_CACHE:-/var/cache/k8s-ipsec-lab}
-SUITE=bookworm
+SUITE=${LAB_SUITE:-trixie}
+case $SUITE in
+  trixie | bookworm) ;;
+  *) echo "LAB_SUITE=$SUITE: use trixie (Debian 13) or bookworm (Debian 12)" >&2; exit 2 ;;
+esac
 SIZE=${LAB_IMAGE_SIZE:-4G}
 CUSTOMIZE=$HERE/files/customize-image.sh
+OCI_BUILDER=$HERE/files/lab_images.py
+# The CRI definition, from Debian 13's Go source package (only its api.proto is unpacked into the image: installing
+# the package would pull a Go toolchain; Debian 12 has no such package).
+CRI_API_PKG=golang-github-kubernetes-cri-api-dev
+CRI_PROTO=usr/share/gocode/src/k8s.io/cri-api/pkg/apis/runtime/v1/api.proto
 
 # Everything a node needs, nothing the roles configure. debootstrap resolves no virtual packages: python3-cffi-backend
 # (for python3-cryptography) is listed by hand. No strongswan-starter (the roles use swanctl/charon-systemd).
@@ -28,7 +40,10 @@ PKGS=(
   containernetworking-plugins containerd runc
   linux-image-amd64 tcpdump netbase ca-certificates curl less
   nftables
+  python3-grpcio python3-protobuf protobuf-compiler busybox-static
 )
+# python3-grpcio depends on a virtual package in Debian 13 (libre2-11-absl20240722): name what provides it.
+if [[ $SUITE = trixie ]]; then PKGS+=(libre2-11); fi
 
 log() { printf '[image %s] %s\n' "$(date +%T)" "$*" >&2; }
 
@@ -51,7 +66,18 @@ mirror() {
   echo "${m:-http://deb.debian.org/debian}"
 }
 
-KEY=$({ printf '%s\n' "$SUITE" "$SIZE" "${PKGS[@]}"; cat "$CUSTOMIZE"; } | sha256sum | cut -c1-16)
+fetch_from_trixie() { # fetch_from_trixie <package> <dir>: unpack a Debian 13 package (architecture all) into dir
+  local apt=$WORK/apt-trixie
+  mkdir -p "$apt/lists/partial" "$2"
+  printf 'deb %s trixie main\n' "$M" >"$apt/sources.list"
+  local opts=(-o Dir::Etc::SourceList="$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o Dir::State::Lists="$apt/lists" -o APT::Sandbox::User=root)
+  apt-get "${opts[@]}" update -q >"$apt/update.log" 2>&1 || { cat "$apt/update.log" >&2; return 1; }
+  (cd "$apt" && apt-get "${opts[@]}" download "$1" >/dev/null)
+  dpkg-deb -x "$apt/$1"_*.deb "$2"
+}
+
+KEY=$({ printf '%s\n' "$SUITE" "$SIZE" "${PKGS[@]}" "$CRI_API_PKG"; cat "$CUSTOMIZE" "$OCI_BUILDER"; } | sha256sum | cut -c1-16)
 OUT=$CACHE/$SUITE-$KEY
 if [[ -f $OUT/done ]]; then
   log "cached image $OUT"
@@ -95,9 +121,12 @@ printf 'deb %s %s main\n' "$M" "$SUITE" >"$ROOTFS/etc/apt/sources.list"
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
 mount -t proc proc "$ROOTFS/proc"
 chroot "$ROOTFS" apt-get update -q >"$WORK/apt-update.log" 2>&1 || { cat "$WORK/apt-update.log" >&2; exit 1; }
+fetch_from_trixie "$CRI_API_PKG" "$WORK/cri-api"
+install -D -m 644 "$WORK/cri-api/$CRI_PROTO" "$ROOTFS/$CRI_PROTO"
 install -m 755 "$CUSTOMIZE" "$ROOTFS/tmp/customize-image.sh"
+install -m 644 "$OCI_BUILDER" "$ROOTFS/tmp/lab_images.py"
 chroot "$ROOTFS" /tmp/customize-image.sh >"$WORK/customize.log" 2>&1 || { cat "$WORK/customize.log" >&2; exit 1; }
-rm -f "$ROOTFS/tmp/customize-image.sh"
+rm -f "$ROOTFS/tmp/customize-image.sh" "$ROOTFS/tmp/lab_images.py"
 umount "$ROOTFS/proc"
 # shellcheck disable=SC2016 # dpkg-query's format, not shell
 chroot "$ROOTFS" dpkg-query -W -f '${Package} ${Version}\n' >"$WORK/packages.txt"

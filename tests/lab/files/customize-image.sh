@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lab-only customization of a debootstrapped Debian 12 node rootfs. Runs INSIDE the chroot (image.sh copies it in).
+# Lab-only customization of a debootstrapped Debian node rootfs. Runs INSIDE the chroot (image.sh copies it in).
 # It must not do anything the collection's roles are responsible for: no cni0, no sysctl or modules-load files,
 # no strongSwan configuration (Debian's shipped plugin config, forecast/farp included, stays as it is).
 # The root SSH key is not baked in: lab-net reads it from the kernel command line (lab.key=<base64>), so one
@@ -82,5 +82,17 @@ for u in systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scr
   systemctl mask "$u"
 done
 echo 'UseDNS no' >/etc/ssh/sshd_config.d/lab.conf
+
+# What the lab's pods are made with (tests/lab/files/cri_pods.py): Python message classes of the CRI API, generated
+# from Debian's api.proto by Debian's protoc (so they match Debian's python3-protobuf); gogoproto options only shape
+# Go code and are left out. Then the pause and test-server images as OCI archives, imported into containerd by the
+# lab once the containerd role has run.
+LAB=/opt/k8s-ipsec-lab
+install -d "$LAB/cri" "$LAB/images"
+sed '/gogoproto/d' /usr/share/gocode/src/k8s.io/cri-api/pkg/apis/runtime/v1/api.proto >/tmp/api.proto
+protoc -I/tmp --python_out="$LAB/cri" /tmp/api.proto
+rm -f /tmp/api.proto
+python3 -c "import sys; sys.path.insert(0, '$LAB/cri'); import api_pb2; api_pb2.RunPodSandboxRequest()"
+python3 /tmp/lab_images.py "$LAB/images"
 apt-get clean
 rm -rf /var/lib/apt/lists/partial
