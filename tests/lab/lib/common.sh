@@ -185,6 +185,21 @@ recover() { # recover <label>: the SAs settle and every pod is reachable again (
   return "$rc"
 }
 
+# ---------------------------------------------------------------- lost pings during a fault
+
+outage_start() { # outage_start <i> <j>: pod a<i> pings pod a<j> every 0.2 s, in the background on node i
+  L "$1" "rm -f /run/k8s-ipsec-lab-ping.log; ip netns exec pod-a$1 setsid ping -n -D -i 0.2 -W 1 ${POD_IP[$2]} \
+    >/run/k8s-ipsec-lab-ping.log 2>&1 </dev/null & echo \$! >/run/k8s-ipsec-lab-ping.pid" || true
+}
+
+outage_stop() { # outage_stop <i>: stops the pinger of node i; prints "<longest gap between replies>s <lost>/<sent>"
+  # shellcheck disable=SC2016 # expanded on the node
+  L "$1" 'kill -INT "$(cat /run/k8s-ipsec-lab-ping.pid)" 2>/dev/null; sleep 1
+    awk -F"[][]" '"'"'/bytes from/ { t = $2 + 0; if (p && t - p > gap) gap = t - p; p = t }
+      / packets transmitted/ { split($0, a, " "); sent = a[1]; recv = a[4] }
+      END { printf "%.1fs %d/%d\n", gap, sent - recv, sent }'"'"' /run/k8s-ipsec-lab-ping.log' 2>/dev/null || echo "?s ?/?"
+}
+
 # ---------------------------------------------------------------- captures on br0 (checks 3 and 6)
 
 CAP_PID=
