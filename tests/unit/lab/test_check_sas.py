@@ -1,5 +1,5 @@
-"""The raw swanctl parser and the lab's SA check, against real `swanctl --raw` output captured on the lab (3 nodes)
-and broken variants of it."""
+"""The raw swanctl parser and the lab's SA check, against real `swanctl --raw` output captured on the lab (3 nodes:
+strongSwan 5.9.8 with VTI devices on Debian 12, 6.0.1 with XFRM interfaces on Debian 13) and broken variants."""
 
 import importlib.util
 import re
@@ -15,8 +15,8 @@ check_sas = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(check_sas)
 
 
-def node(i):
-    return (FIXTURES / f"n{i}-3nodes.txt").read_text()
+def node(i, version="5.9"):
+    return (FIXTURES / (f"n{i}-3nodes.txt" if version == "5.9" else f"n{i}-3nodes-{version}.txt")).read_text()
 
 
 def run(text, peers, capsys):
@@ -24,21 +24,23 @@ def run(text, peers, capsys):
     return status, capsys.readouterr().out.strip()
 
 
+@pytest.mark.parametrize("version", ["5.9", "6.0"])
 @pytest.mark.parametrize("i", [1, 2, 3])
-def test_a_healthy_node_passes_with_its_algorithms(i, capsys):
-    status, out = run(node(i), 2, capsys)
+def test_a_healthy_node_passes_with_its_algorithms(i, version, capsys):
+    status, out = run(node(i, version), 2, capsys)
     assert status == 0
     assert out == "ok 2 peers, IKE AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519, ESP:AES_GCM_16-256"
 
 
-def test_connections_and_sas_are_read_as_data():
-    conns, sas = parse_swanctl(node(1))
+@pytest.mark.parametrize("version", ["5.9", "6.0"])
+def test_connections_and_sas_are_read_as_data(version):
+    conns, sas = parse_swanctl(node(1, version))
     assert conns == ["peer2-n2", "peer3-n3"]
     states = sorted((sa["connection"], sa["state"], sa["initiator"]) for sa in sas)
     assert states == [("peer2-n2", "ESTABLISHED", True), ("peer3-n3", "ESTABLISHED", True)]
     (child,) = next(sa for sa in sas if sa["connection"] == "peer2-n2")["children"]
     assert (child["state"], child["protocol"], child["algorithms"]) == ("INSTALLED", "ESP", "AES_GCM_16-256")
-    assert child["bytes_in"] == 0 and child["rekey_in_seconds"] > 0
+    assert isinstance(child["bytes_in"], int) and child["rekey_in_seconds"] > 0
 
 
 def test_values_with_spaces_and_lists_are_kept_whole():
