@@ -16,6 +16,7 @@ TUNNEL_TYPES = ["xfrm", "vti"]
 TUNNEL_MODULES = {"xfrm": "xfrm_interface", "vti": "ip_vti"}
 
 SCRIPTS = {
+    "k8s-ipsec-keeper": ROOT / "roles/strongswan/files/k8s-ipsec-keeper",
     "k8s-ipsec-cni0": ROOT / "roles/cni_bridge/files/k8s-ipsec-cni0",
     "k8s-ipsec-firewall": ROOT / "roles/forward_rules/files/k8s-ipsec-firewall",
     "k8s-ipsec-tunnels": ROOT / "roles/strongswan/files/k8s-ipsec-tunnels",
@@ -281,7 +282,7 @@ def test_static_scripts_pass_shellcheck(name):
 
 def test_rendered_settings_pass_shellcheck(cluster):
     rendered, plans = cluster
-    files = [str(rendered.out / host / f"{name}.default") for host in plans for name in SCRIPTS]
+    files = [str(rendered.out / host / f"{name}.default") for host in plans for name in SCRIPTS if "keeper" not in name]
     files += [str(rendered.out / host / f"k8s-ipsec-tunnels-{t}.default") for host in plans for t in TUNNEL_TYPES]
     # SC2034 (assigned but unused): these files only define variables, for the scripts that source them.
     proc = run("shellcheck", "-s", "sh", "-e", "SC2034", *files)
@@ -590,25 +591,26 @@ def test_check_reports_an_xfrm_interface_on_another_underlay(xfrm_node):
     assert status == 1 and output.splitlines() == [f"tunnel {peer['interface']} does not send through {UNDERLAY}"]
 
 
-def test_the_keeper_of_earlier_versions_is_only_stopped_and_removed():
-    role = ROOT / "roles/strongswan"
-    assert not list(role.glob("*/k8s-ipsec-keeper*"))
-    tasks = [task for task in yaml.safe_load((role / "tasks/main.yml").read_text()) if "keeper" in json.dumps(task)]
-    by_module = {key: task for task in tasks for key in task if key.startswith("ansible.builtin.")}
-    assert sorted(by_module) == ["ansible.builtin.file", "ansible.builtin.stat", "ansible.builtin.systemd_service"]
-    stop = by_module["ansible.builtin.systemd_service"]
-    assert stop["ansible.builtin.systemd_service"] == {
-        "name": "k8s-ipsec-keeper.timer",
-        "state": "stopped",
-        "enabled": False,
-    }
-    remove = by_module["ansible.builtin.file"]
-    assert remove["ansible.builtin.file"]["state"] == "absent" and remove["notify"] == "Reload systemd"
-    assert sorted(remove["loop"]) == [
-        "/etc/systemd/system/k8s-ipsec-keeper.service",
-        "/etc/systemd/system/k8s-ipsec-keeper.timer",
-        "/usr/local/sbin/k8s-ipsec-keeper",
-    ]
+def test_the_keeper_only_initiates_what_this_end_starts(tmp_path):
+    """The keeper re-initiates a down tunnel of the initiator end, never one of the responder end or one that is up."""
+    calls = tmp_path / "calls"
+    swanctl = tmp_path / "swanctl"
+    swanctl.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in --list-sas) echo "list-sa event {peer3-n3 {state=ESTABLISHED}}" ;; '
+        f'*) echo "$*" >>{calls} ;; esac\n'
+    )
+    swanctl.chmod(0o755)
+    settings = tmp_path / "tunnels"
+    settings.write_text(
+        "PEERS='\n"
+        "k8s-ipsec2 a b 3 10.128.2.0/24 peer2-n2 initiator\n"
+        "k8s-ipsec3 a c 5 10.128.3.0/24 peer3-n3 initiator\n"
+        "k8s-ipsec4 a d 9 10.128.4.0/24 peer4-n4 responder\n'\n"
+    )
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "K8S_IPSEC_TUNNELS_CONFIG": str(settings)}
+    subprocess.run(["sh", str(SCRIPTS["k8s-ipsec-keeper"])], env=env, check=True)
+    assert calls.read_text().splitlines() == ["--initiate --child peer2-n2 --timeout 15"]
 
 
 def test_static_scripts_say_who_manages_them():
