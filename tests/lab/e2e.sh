@@ -9,7 +9,7 @@
 #   --list           list the checks and exit
 # env:   E2E_KEEP=1    leave the lab running afterwards (then: tests/lab/lab.sh down)
 #        E2E_CYCLES    pod ADD/DEL cycles of check 7 through the CNI stand-in (default 300)
-#        E2E_CRI_CYCLES  pod sandboxes made and removed through containerd's CRI in check 7 (default 20)
+#        E2E_CRI_CYCLES  pod sandboxes made and removed through containerd's CRI in check 7 (default 5)
 #        E2E_SETTLE    seconds the SAs may take to settle (default 240)
 #        E2E_PLAN      a plan JSON to use instead of writing one with playbooks/show_plan.yml
 #        LAB_SUITE=bookworm  Debian 12 nodes instead of 13; LAB_TUNNEL_TYPE=vti|xfrm (see lab.sh)
@@ -23,7 +23,7 @@ LAB_NODES=3 # the checks use n1..n3 in set roles (n3 restarted, n2 rebooted, ...
 # shellcheck disable=SC2034 # used by the checks
 CYCLES=${E2E_CYCLES:-300}
 # shellcheck disable=SC2034 # used by the checks
-CRI_CYCLES=${E2E_CRI_CYCLES:-20}
+CRI_CYCLES=${E2E_CRI_CYCLES:-5}
 SETTLE=${E2E_SETTLE:-240}
 RUNNING=0
 ONLY=${E2E_ONLY:-}
@@ -130,7 +130,7 @@ if ((N < LAB_NODES)); then
   exit 1
 fi
 # Pods are made by containerd through the CRI, as kubelet makes them. The CNI stand-in only runs the bulk ADD/DEL
-# cycles of check 7: it calls the same plugins with the same conflist about 5 times faster than a sandbox per cycle.
+# cycles of check 7: it calls the same plugins with the same conflist, and costs a fraction of a sandbox per cycle.
 RUNTIME="python3 /root/cri_pods.py"
 # shellcheck disable=SC2034 # used by the checks
 CNI_STANDIN="python3 /root/cni_runtime.py --conflist $(plan_get cni_conflist)"
