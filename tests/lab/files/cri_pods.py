@@ -139,7 +139,8 @@ def pod_up(cri, pod):
     sandbox_id = cri.runtime("RunPodSandbox", config=config).pod_sandbox_id
     try:
         container = api_pb2.ContainerConfig(
-            metadata=api_pb2.ContainerMetadata(name="server"),
+            # the attempt as kubelet counts it: the container name of an earlier sandbox of this pod stays reserved
+            metadata=api_pb2.ContainerMetadata(name="server", attempt=attempt),
             image=api_pb2.ImageSpec(image=TESTSERVER),
             envs=[api_pb2.KeyValue(key="POD", value=pod)],
             log_path="server.log",
