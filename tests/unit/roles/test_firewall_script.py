@@ -3,11 +3,11 @@
 Needs root and iptables (make tools installs it); nothing outside the namespace is touched.
 """
 
-import subprocess
 import textwrap
 
 import pytest
 from ansible_cli import ROOT
+from netns import in_netns
 
 SCRIPT = ROOT / "roles/forward_rules/files/k8s-ipsec-firewall"
 SETTINGS = """\
@@ -32,16 +32,7 @@ def netns(tmp_path):
 
     def run(snippet, expect_status=0):
         script = f'set -eu\nfw() {{ sh {SCRIPT} "$@"; }}\n{textwrap.dedent(snippet)}'
-        proc = subprocess.run(
-            ["unshare", "-n", "sh", "-c", script],
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "K8S_IPSEC_FIREWALL_CONFIG": str(settings)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert proc.returncode == expect_status, proc.stdout + proc.stderr
-        return proc.stdout
+        return in_netns(script, {"K8S_IPSEC_FIREWALL_CONFIG": str(settings)}, expect_status)
 
     return run
 

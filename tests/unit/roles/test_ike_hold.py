@@ -8,9 +8,9 @@ Needs root and iptables (make tools installs it); nothing outside the namespace 
 
 import re
 import shlex
-import subprocess
 
 import pytest
+from netns import in_netns
 
 # Sends one IKE_SA_INIT request (responder SPI zero) and one reply (responder SPI set) to 127.0.0.1:500.
 SEND = """python3 -c '
@@ -32,19 +32,6 @@ def commands(three_nodes):
     return found
 
 
-def in_netns(script):
-    proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", f"set -eu\nip link set lo up\n{script}"],
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
 def hold_rules(saved):
     return [line for line in saved.splitlines() if "k8s-ipsec-ike-hold" in line]
 
@@ -56,6 +43,7 @@ def test_the_hold_is_set_before_charon_starts_and_lifted_after_its_connections_l
     (stop,) = commands["ExecStopPost"]
     # Twice, as after a failed start that systemd retries: still one rule.
     out = in_netns(
+        "set -eu\nip link set lo up\n"
         f"sh -c {shlex.quote(pre)}\nsh -c {shlex.quote(pre)}\niptables -S INPUT\necho --\n{SEND}\n"
         f"iptables -L INPUT -v -x -n\necho --\nsh -c {shlex.quote(post)}\niptables -S INPUT\necho --\n"
         f"sh -c {shlex.quote(pre)}\nsh -c {shlex.quote(stop)}\niptables -S INPUT"
