@@ -17,9 +17,14 @@ CLUSTER_CIDR=10.128.0.0/16
 SERVICE_CIDR=10.96.0.0/12
 POD_SUBNET=10.128.1.0/24
 MASQUERADE=yes
+PEERS_FILE={peers}
+"""
+# The tunnel settings the peers come from (role strongswan): device local remote key subnet connection role.
+TUNNELS = """\
+PREFIX=k8s-ipsec
 PEERS='
-k8s-ipsec2 10.128.2.0/24
-k8s-ipsec3 10.128.3.0/24
+k8s-ipsec2 192.168.64.10 192.168.64.20 3 10.128.2.0/24 peer2-n2 initiator
+k8s-ipsec3 192.168.64.10 192.168.64.30 5 10.128.3.0/24 peer3-n3 initiator
 '
 """
 
@@ -28,7 +33,9 @@ k8s-ipsec3 10.128.3.0/24
 def netns(tmp_path):
     """Runs a shell snippet in a fresh network namespace with the firewall script as `fw`; returns its output."""
     settings = tmp_path / "firewall.default"
-    settings.write_text(SETTINGS)
+    peers = tmp_path / "tunnels.default"
+    settings.write_text(SETTINGS.format(peers=peers))
+    peers.write_text(TUNNELS)
 
     def run(snippet, expect_status=0):
         script = f'set -eu\nfw() {{ sh {SCRIPT} "$@"; }}\n{textwrap.dedent(snippet)}'
@@ -99,3 +106,21 @@ def test_check_reports_drift_and_apply_repairs_it(netns, drift, reported):
     )
     assert reported in out
     assert out.splitlines()[-2:] == ["repaired", "1"]
+
+
+def test_a_new_peer_in_the_tunnel_settings_is_admitted_on_apply_and_a_missing_list_admits_none(netns, tmp_path):
+    out = netns(
+        f"""
+        fw apply
+        sed -i "/^k8s-ipsec3 /a k8s-ipsec4 192.168.64.10 192.168.64.40 7 10.128.4.0/24 peer4-n4 responder" \\
+          {tmp_path}/tunnels.default
+        if fw check; then echo "check missed the new peer"; exit 1; fi
+        fw apply
+        fw check && echo admitted
+        iptables-save -t raw | grep -c -- '-i k8s-ipsec4 -j RETURN'
+        rm {tmp_path}/tunnels.default
+        fw apply
+        iptables-save -t raw | grep -c -- '-i k8s-ipsec[0-9]* -j RETURN' || true
+        """
+    )
+    assert out.splitlines()[-3:] == ["admitted", "1", "0"]
