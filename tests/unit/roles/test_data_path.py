@@ -225,8 +225,8 @@ def test_charon_installs_no_routes_and_keeps_forecast_off(cluster):
 def read_settings(rendered, host, name):
     """A rendered settings file, sourced by sh, as a dict of its variables."""
     proc = subprocess.run(
-        ["sh", "-c", '. "$1"; for v in BRIDGE ADDRESS MTU CLUSTER_CIDR TUNNELS MASQUERADE PREFIX SOURCE TYPE PEERS; '
-         'do eval "printf \'%s=%s\\0\' $v \\"\\${$v-}\\""; done', "sh", str(rendered.out / host / name)],
+        ["sh", "-c", '. "$1"; for v in BRIDGE ADDRESS MTU CLUSTER_CIDR TUNNELS MASQUERADE PREFIX SOURCE TYPE PEERS '
+         'PEERS_FILE; do eval "printf \'%s=%s\\0\' $v \\"\\${$v-}\\""; done', "sh", str(rendered.out / host / name)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return dict(item.split("=", 1) for item in proc.stdout.split("\0") if item)
@@ -242,6 +242,8 @@ def test_script_settings_are_the_plan(cluster, tunnel_type):
         firewall = read_settings(rendered, host, "k8s-ipsec-firewall.default")
         assert firewall["TUNNELS"] == whole["tunnel_prefix"] + "+"
         assert firewall["CLUSTER_CIDR"] == whole["cluster_cidr"] and firewall["MASQUERADE"] == "yes"
+        # The firewall reads the peers from the tunnel settings: one file names them (see peers.yml).
+        assert firewall["PEERS_FILE"] == "/etc/default/k8s-ipsec-tunnels" and not firewall["PEERS"]
         tunnels = read_settings(rendered, host, f"k8s-ipsec-tunnels-{tunnel_type}.default")
         assert tunnels["SOURCE"] == plan["gateway"] and tunnels["PREFIX"] == whole["tunnel_prefix"]
         assert tunnels["TYPE"] == tunnel_type
@@ -592,6 +594,28 @@ def test_the_keeper_only_initiates_what_this_end_starts(tmp_path):
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "K8S_IPSEC_TUNNELS_CONFIG": str(settings)}
     subprocess.run(["sh", str(SCRIPTS["k8s-ipsec-keeper"])], env=env, check=True)
     assert calls.read_text().splitlines() == ["--initiate --child peer2-n2 --timeout 15"]
+
+
+def test_prune_closes_only_our_ike_sas_of_peers_that_left(tmp_path):
+    """After a reload, the IKE_SAs of connections no longer in the peers are closed; peers and others are kept."""
+    calls = tmp_path / "calls"
+    swanctl = tmp_path / "swanctl"
+    listing = "\n".join(
+        f"list-sa event {{{name} {{uniqueid=1 state=ESTABLISHED child-sas {{{name}-1 {{state=INSTALLED}}}}}}}}"
+        for name in ("peer2-n2", "peer4-n4", "peer4-n4", "operator-vpn")
+    )
+    swanctl.write_text(f'#!/bin/sh\ncase "$1" in --list-sas) echo \'{listing}\' ;; *) echo "$*" >>{calls} ;; esac\n')
+    swanctl.chmod(0o755)
+    settings = tmp_path / "tunnels"
+    settings.write_text(
+        "PEERS='\n"
+        "k8s-ipsec2 a b 3 10.128.2.0/24 peer2-n2 initiator\n"
+        "k8s-ipsec3 a c 5 10.128.3.0/24 peer3-n3 responder\n'\n"
+    )
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "K8S_IPSEC_TUNNELS_CONFIG": str(settings)}
+    out = subprocess.run(["sh", str(SCRIPTS["k8s-ipsec-keeper"]), "prune"], env=env, check=True, capture_output=True)
+    assert calls.read_text().splitlines() == ["--terminate --ike peer4-n4 --force --timeout 10"]
+    assert out.stdout.decode() == "closing peer4-n4: no longer a peer\n"
 
 
 def test_static_scripts_say_who_manages_them():
