@@ -1,0 +1,118 @@
+# shellcheck shell=bash
+# Checks 15 and 16 (issue 11): the mesh grows by a fourth VM with playbooks/add_node.yml and shrinks again with
+# playbooks/remove_node.yml while the pods ping each other. The existing nodes change at most 2 tasks each, keep
+# their charon and their other IKE_SAs, and lose no ping; no cleartext on the bridge. After the removal the other
+# nodes hold nothing towards n4 (connection, SA, XFRM state or policy, device, route), its certificate is in the
+# CRL they load, and n4, with its old credentials and configuration, cannot establish an SA with any of them.
+
+need_pods
+M=$N     # the nodes that stay: n1..n$M
+NEW=$((N + 1))
+plan3=$PLAN_JSON
+
+# "<connection> <IKE uniqueid>" of every IKE_SA between the existing nodes, and charon's pid: what must not change
+# shellcheck disable=SC2016 # expanded on the node
+mesh_ids() { L "$1" 'echo "charon $(systemctl show -P MainPID strongswan.service)"
+  swanctl --list-sas --raw 2>/dev/null | sed -n "s/^list-sa event {\(peer[0-9]*-[^ ]*\) {uniqueid=\([0-9]*\) .*/\1 \2/p" |
+  sort' 2>/dev/null; }
+# changed=<k> of node n<i> in a playbook log's recap
+changed_of() { sed -n "s/^n$2 *: .*changed=\([0-9]*\) .*/\1/p" "$LOGDIR/$1.log"; }
+
+declare -A IDS=()
+for ((i = 1; i <= M; i++)); do IDS[$i]=$(mesh_ids "$i"); done
+capture_start add-remove
+for ((i = 1; i <= M; i++)); do outage_start "$i" $((i % M + 1)); done
+
+# ---- add n4
+ok15=y fig15=
+t=$SECONDS
+if LAB_CONVERGE=0 "$LABSH" up "$NEW" >"$LOGDIR/lab-up-$NEW.log" 2>&1; then
+  boot=$((SECONDS - t))
+  t=$SECONDS
+  playbook add-node playbooks/add_node.yml -e "node=n$NEW" >/dev/null || ok15=n
+  add_s=$((SECONDS - t))
+  per=
+  for ((i = 1; i <= M; i++)); do
+    c=$(changed_of add-node "$i")
+    per+="n$i:${c:-?} "
+    [[ -n $c ]] && ((c <= 2)) || ok15=n
+  done
+  fig15="n$NEW booted in $boot s, add_node.yml $add_s s (first converge ${CONVERGE_S:-?} s); changed ${per}"
+else
+  ok15=n fig15="lab.sh up $NEW failed (lab-up-$NEW.log)"
+fi
+N=$NEW
+if playbook show-plan-4 playbooks/show_plan.yml -e "network_plan_json=$LOGDIR/plan-$NEW.json" >/dev/null &&
+  plan_load "$LOGDIR/plan-$NEW.json"; then
+  pod_up "$NEW" || ok15=n
+  recover "with n$NEW" || ok15=n
+else
+  ok15=n fig15+="; no plan with n$NEW"
+fi
+untouched=y
+for ((i = 1; i <= M; i++)); do
+  now=$(mesh_ids "$i" | grep -v " peer$NEW-" || true)
+  [[ $now = "${IDS[$i]}" ]] || { untouched=n; ts "n$i before: ${IDS[$i]//$'\n'/, }; after: ${now//$'\n'/, }"; }
+done
+[[ $untouched = y ]] || ok15=n
+record "15 add n$NEW (add_node.yml)" "$([[ $ok15 = y ]] && echo PASS || echo FAIL)" \
+  "$fig15; charon and the other IKE_SAs of n1..n$M kept: $untouched"
+
+# ---- remove n4 (still in the inventory, as remove_node.yml wants it)
+ok16=y
+n4_addr=$(plan_address "$NEW")
+n4_subnet=$(plan_subnet "$NEW")
+n4_conns=
+for ((i = 1; i <= M; i++)); do n4_conns+="$(plan_conn "$NEW" "$i") "; done
+t=$SECONDS
+playbook remove-node playbooks/remove_node.yml -e "node=n$NEW" >/dev/null || ok16=n
+rm_s=$((SECONDS - t))
+per=
+for ((i = 1; i <= M; i++)); do per+="n$i:$(changed_of remove-node "$i") "; done
+N=$M
+plan_load "$plan3"
+unset 'POD_IP[$NEW]'
+left=
+for ((i = 1; i <= M; i++)); do
+  # shellcheck disable=SC2016 # expanded on the node
+  out=$(L "$i" "A=$n4_addr S=$n4_subnet DEV=$(plan_get tunnel_prefix)$NEW bash -s" 2>/dev/null <<'EOS'
+swanctl --list-conns --raw 2>/dev/null | grep -q "remote_addrs=\[$A\]" && echo "connection"
+swanctl --list-sas --raw 2>/dev/null | grep -q "remote-host=$A " && echo "IKE_SA"
+ip xfrm state | grep -q " dst $A \| src $A " && echo "XFRM state"
+ip xfrm policy | grep -q "$S" && echo "XFRM policy"
+ip link show "$DEV" >/dev/null 2>&1 && echo "device $DEV"
+ip route show exact "$S" | grep -q . && echo "route $S"
+[ "$(swanctl --list-certs --type x509crl --raw 2>/dev/null | grep -c .)" -gt 0 ] || echo "no CRL loaded"
+EOS
+  ) || true
+  [[ -z $out ]] || left+="n$i: $(echo "$out" | paste -sd, -); "
+done
+[[ -z $left ]] || ok16=n
+# n4 keeps its old configuration and certificate: every connection it initiates must fail
+refused=0 tries=0
+for c in $n4_conns; do
+  tries=$((tries + 1))
+  L "$NEW" "swanctl --initiate --child $c --timeout 20" >>"$LOGDIR/removed-initiate.log" 2>&1 || refused=$((refused + 1))
+done
+stray=0
+for ((i = 1; i <= M; i++)); do
+  L "$i" "swanctl --list-sas --raw 2>/dev/null | grep -q 'remote-host=$n4_addr '" 2>/dev/null && stray=$((stray + 1))
+done
+((refused == tries && stray == 0)) || ok16=n
+recover "after removing n$NEW" || ok16=n
+record "16 remove n$NEW (remove_node.yml)" "$([[ $ok16 = y ]] && echo PASS || echo FAIL)" \
+  "$rm_s s, changed ${per}; left towards n$NEW: ${left:-nothing}; n$NEW refused by $refused/$tries, SAs with it: $stray"
+
+# ---- what the pods and the bridge saw meanwhile
+lost=
+lostok=y
+for ((i = 1; i <= M; i++)); do
+  o=$(outage_stop "$i")
+  lost+="a$i->a$((i % M + 1)) ${o#* } "
+  [[ ${o#* } = 0/* ]] || lostok=n
+done
+read -r esp clear < <(capture_stop)
+[[ $clear = 0 ]] || lostok=n
+record "15/16 pings during add+remove" "$([[ $lostok = y ]] && echo PASS || echo FAIL)" \
+  "lost/sent: ${lost}; $esp ESP packets, $clear cleartext"
+LAB_CONVERGE=0 "$LABSH" up "$M" >"$LOGDIR/lab-down-$NEW.log" 2>&1 || ts "lab.sh up $M (stopping n$NEW) failed"
