@@ -11,6 +11,7 @@ import subprocess
 import pytest
 import yaml
 from ansible_cli import ROOT
+from netns import in_netns
 
 TUNNEL_TYPES = ["xfrm", "vti"]
 TUNNEL_MODULES = {"xfrm": "xfrm_interface", "vti": "ip_vti"}
@@ -464,6 +465,20 @@ def test_tunnel_sweep_removes_only_stale_devices_of_our_prefix(last_node):
     assert "ip -o link show type vti" in calls and "ip -o link show type xfrm" in calls
 
 
+def test_tunnel_remove_deletes_every_device_of_ours_and_nobody_elses(last_node):
+    node = last_node.healthy()
+    stale = f"{node.prefix}{node.plan['index'] + 100}"
+    node.other(stale, "xfrm")
+    for kind, names in OPERATORS.items():
+        for name in names:
+            node.other(name.format(prefix=node.prefix), kind)
+    status, output, calls = node.run("remove")
+    assert status == 0, output
+    deleted = [c.split()[-1] for c in calls if c.startswith("ip link del ")]
+    assert sorted(deleted) == sorted([p["interface"] for p in node.peers] + [stale])
+    assert link_changes(calls) == [f"ip link del {d}" for d in deleted]
+
+
 def test_tunnel_script_creates_missing_devices_with_the_pair_key(first_node):
     node = first_node
     calls = node.apply()
@@ -622,3 +637,18 @@ def test_static_scripts_say_who_manages_them():
     for path in SCRIPTS.values():
         header = path.read_text().splitlines()[1]
         assert re.match(r"# Managed by k8s_ipsec\.cni \(role \w+\)", header), path
+
+
+def test_bridge_remove_deletes_the_bridge_and_the_unreachable_route_for_real(tmp_path):
+    """k8s-ipsec-cni0 apply, then remove twice, with real ip in a private network namespace: nothing is left."""
+    settings = tmp_path / "cni0.default"
+    settings.write_text("INDEX=1\nBRIDGE=cni0\nADDRESS=10.128.1.1/24\nMTU=1420\nCLUSTER_CIDR=10.128.0.0/16\n")
+    script = SCRIPTS["k8s-ipsec-cni0"]
+    out = in_netns(
+        f"set -e; ip link set lo up; before=$(ip -o link; ip route show table all)\n"
+        f"sh {script} apply; sh {script} check; ip -o link show cni0 >/dev/null && echo built\n"
+        f"sh {script} remove; sh {script} remove\n"
+        f'[ "$(ip -o link; ip route show table all)" = "$before" ] && echo as-before\n',
+        {"K8S_IPSEC_CNI0_CONFIG": str(settings)},
+    )
+    assert out.splitlines() == ["built", "as-before"]

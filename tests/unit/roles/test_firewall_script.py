@@ -124,3 +124,22 @@ def test_a_new_peer_in_the_tunnel_settings_is_admitted_on_apply_and_a_missing_li
         """
     )
     assert out.splitlines()[-3:] == ["admitted", "1", "0"]
+
+
+def test_remove_takes_out_our_jumps_and_chains_and_nothing_else(netns):
+    out = netns(
+        """
+        # the rules and the chains of their own (iptables-nft keeps empty tables once they were used)
+        rules() { iptables-save | grep -E '^-A |^:[^ ]+ - ' || true; }
+        iptables -A FORWARD -j ACCEPT -m comment --comment operator
+        rules > /tmp/before.$$
+        fw apply
+        rules | grep -c K8S-IPSEC
+        fw remove
+        fw remove
+        rules | diff /tmp/before.$$ - && echo as-before
+        rm -f /tmp/before.$$
+        """
+    )
+    assert int(out.splitlines()[0]) > 10
+    assert out.splitlines()[1:] == ["as-before"]
