@@ -1,9 +1,10 @@
 # shellcheck shell=bash
-# Checks 15 and 16 (issue 11): the mesh grows by a fourth VM with playbooks/add_node.yml and shrinks again with
+# Checks 15, 16 and 17 (issue 11): the mesh grows by a fourth VM with playbooks/add_node.yml and shrinks again with
 # playbooks/remove_node.yml while the pods ping each other. The existing nodes change at most 2 tasks each, keep
 # their charon and their other IKE_SAs, and lose no ping; no cleartext on the bridge. After the removal the other
 # nodes hold nothing towards n4 (connection, SA, XFRM state or policy, device, route), its certificate is in the
 # CRL they load, and n4, with its old credentials and configuration, cannot establish an SA with any of them.
+# Then playbooks/reset.yml cleans n4: its state listing equals the one taken before add_node.yml built it.
 
 need_pods
 M=$N     # the nodes that stay: n1..n$M
@@ -28,6 +29,7 @@ ok15=y fig15=
 t=$SECONDS
 if LAB_CONVERGE=0 "$LABSH" up "$NEW" >"$LOGDIR/lab-up-$NEW.log" 2>&1; then
   boot=$((SECONDS - t))
+  L "$NEW" 'bash -s' <"$HERE/files/state_listing.sh" >"$LOGDIR/n$NEW-state-before.txt" 2>/dev/null || true
   t=$SECONDS
   playbook add-node playbooks/add_node.yml -e "node=n$NEW" >/dev/null || ok15=n
   add_s=$((SECONDS - t))
@@ -102,6 +104,24 @@ done
 recover "after removing n$NEW" || ok16=n
 record "16 remove n$NEW (remove_node.yml)" "$([[ $ok16 = y ]] && echo PASS || echo FAIL)" \
   "$rm_s s, changed ${per}; left towards n$NEW: ${left:-nothing}; n$NEW refused by $refused/$tries, SAs with it: $stray"
+
+# ---- reset n4: as it was before add_node.yml, but for the pod this test made (kubeadm reset would remove it)
+L "$NEW" "$RUNTIME pod-down a$NEW" >/dev/null 2>&1 || true
+t=$SECONDS
+ok17=y
+playbook reset playbooks/reset.yml -e "node=n$NEW" >/dev/null || ok17=n
+reset_s=$((SECONDS - t))
+playbook reset2 playbooks/reset.yml -e "node=n$NEW" >/dev/null || ok17=n
+again=$(changed_of reset2 "$NEW")
+[[ $again = 0 ]] || ok17=n
+L "$NEW" 'bash -s' <"$HERE/files/state_listing.sh" >"$LOGDIR/n$NEW-state-after.txt" 2>/dev/null || ok17=n
+if diff "$LOGDIR/n$NEW-state-before.txt" "$LOGDIR/n$NEW-state-after.txt" >"$LOGDIR/n$NEW-state.diff"; then
+  same="equal ($(grep -c . "$LOGDIR/n$NEW-state-after.txt") lines)"
+else
+  ok17=n same="differs in $(grep -c '^[<>]' "$LOGDIR/n$NEW-state.diff") lines: $(grep '^[<>]' "$LOGDIR/n$NEW-state.diff" | head -n 4 | paste -sd';' -)"
+fi
+record "17 reset n$NEW (reset.yml)" "$([[ $ok17 = y ]] && echo PASS || echo FAIL)" \
+  "$reset_s s, second run changed=${again:-?}; state listing before add_node vs after reset: $same"
 
 # ---- what the pods and the bridge saw meanwhile
 lost=
