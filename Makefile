@@ -8,7 +8,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 INVENTORY ?= inventory/vagrant/hosts.yml
 
-.PHONY: setup tools unit pytest lint sanity bench test site lab lab-down e2e clean
+.PHONY: setup tools unit pytest lint sanity bench test site lab lab-down e2e vagrant-box molecule-vagrant vagrant-vagrantfile clean
 
 setup: $(VENV)/.installed
 
@@ -59,6 +59,18 @@ e2e: setup
 	tests/lab/e2e.sh
 
 test: unit e2e
+
+# Vagrant on this machine, nothing from Vagrant Cloud or Galaxy (tests/lab/vagrant.sh; not part of `make test`):
+# the lab image as the local libvirt box k8s-ipsec-lab, then molecule/default or the Vagrantfile on three such boxes,
+# Kubernetes off, with libvirtd in the private network namespace k8sipsec-vagrant; torn down afterwards.
+vagrant-box:
+	tests/lab/vagrant.sh box
+
+molecule-vagrant: setup
+	tests/lab/vagrant.sh molecule
+
+vagrant-vagrantfile: setup
+	tests/lab/vagrant.sh vagrantfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache tests/output .ansible
