@@ -415,5 +415,5 @@ case ${1:-} in
   down) cmd_down ;;
   status) cmd_status ;;
   run) shift; [[ $# -ge 1 ]] || die "usage: $0 run <cmd...>"; in_env "$@" ;;
-  *) sed -n '2,27s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,28s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 esac
