@@ -137,7 +137,8 @@ cmd_box() {
     work=$(mktemp -d "$(dirname "$img")/.box-XXXXXX")
     trap 'rm -rf "$work"' EXIT
     mkdir "$work/box"
-    # A key of the box's own: Vagrant's public insecure key would let anyone on the management network in.
+    # The image takes root's key from the kernel command line: the box gets a pair of its own (not Vagrant's
+    # published insecure one), its private half inside the box, where Vagrant finds it through the box's Vagrantfile.
     ssh-keygen -q -t ed25519 -N '' -C "$BOX vagrant box" -f "$work/box/vagrant_private_key"
     size=$(qemu-img info --output=json "$img/base.qcow2" |
       python3 -c 'import json, sys; print(-(-json.load(sys.stdin)["virtual-size"] // 2**30))')
@@ -145,9 +146,9 @@ cmd_box() {
     box_vagrantfile "$(base64 -w0 <"$work/box/vagrant_private_key.pub")" "$id" >"$work/box/Vagrantfile"
     echo "$id" >"$work/box/lab-image"
     # the image goes into the archive straight from the cache, renamed box.img: one copy less of ~1 GB
-    tar -cf "$work/$BOX.box" -C "$work/box" metadata.json Vagrantfile vagrant_private_key lab-image \
+    tar -cf "$work/lab.box" -C "$work/box" metadata.json Vagrantfile vagrant_private_key lab-image \
       -C "$img" --transform 's,^base\.qcow2$,box.img,' base.qcow2 vmlinuz initrd.img
-    vagrant box add --force --name "$BOX" "$work/$BOX.box" >&2
+    vagrant box add --force --name "$BOX" "$work/lab.box" >&2
   )
   # Unpacking drops the mode; ssh refuses a private key that others can read.
   dir=$(box_dir)
