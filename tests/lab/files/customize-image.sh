@@ -27,7 +27,10 @@ for a in $(cat /proc/cmdline); do
 done
 mkdir -p /run/systemd/network
 if [ "$IP" = dhcp ]; then
-  printf '[Match]\nName=eth0\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n' >/run/systemd/network/10-eth0.network
+  # The client ID from the MAC: every VM of this image shares its machine-id, hence the default DUID-based ID,
+  # and a DHCP server that sees one client ID serves only one of them.
+  printf '[Match]\nName=eth0\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n[DHCPv4]\nClientIdentifier=mac\n' \
+    >/run/systemd/network/10-eth0.network
 else
   printf '[Match]\nName=eth0\n[Network]\nAddress=%s\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n' "$IP" >/run/systemd/network/10-eth0.network
 fi
