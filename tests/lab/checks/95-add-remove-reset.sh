@@ -80,11 +80,11 @@ for ((i = 1; i <= M; i++)); do
   out=$(L "$i" "A=$n4_addr S=$n4_subnet DEV=$(plan_get tunnel_prefix)$NEW bash -s" 2>/dev/null <<'EOS'
 swanctl --list-conns --raw 2>/dev/null | grep -q "remote_addrs=\[$A\]" && echo "connection"
 swanctl --list-sas --raw 2>/dev/null | grep -q "remote-host=$A " && echo "IKE_SA"
-ip xfrm state | grep -q " dst $A \| src $A " && echo "XFRM state"
+ip xfrm state | grep -qE "(^| )(src|dst) $A( |\$)" && echo "XFRM state"
 ip xfrm policy | grep -q "$S" && echo "XFRM policy"
 ip link show "$DEV" >/dev/null 2>&1 && echo "device $DEV"
 ip route show exact "$S" | grep -q . && echo "route $S"
-[ "$(swanctl --list-certs --type x509crl --raw 2>/dev/null | grep -c .)" -gt 0 ] || echo "no CRL loaded"
+[ "$(swanctl --list-certs --type x509_crl --raw 2>/dev/null | grep -c .)" -gt 0 ] || echo "no CRL loaded"
 EOS
   ) || true
   [[ -z $out ]] || left+="n$i: $(echo "$out" | paste -sd, -); "
