@@ -215,8 +215,9 @@ security_driver = "none"
 # qemu's output straight to /var/log/libvirt/qemu: nothing socket-activates virtlogd without systemd.
 stdio_handler = "file"
 EOF
-  # libvirt's own "default" network (192.168.122.0/24) is not needed: Vagrant makes its networks.
-  rm -f "$LV"/etc/qemu/networks/autostart/*.xml
+  # libvirt's own "default" network (192.168.122.0/24) is not needed: Vagrant makes its networks. Not even defined,
+  # so that the leftovers check finds only what Vagrant made.
+  rm -f "$LV"/etc/qemu/networks/autostart/*.xml "$LV"/etc/qemu/networks/default.xml
   ns_exists || ip netns add "$NS"
   ip -n "$NS" link set lo up
   # Mount points only (the package made all but /run/libvirt); the bind mounts below stay in libvirtd's namespace.
