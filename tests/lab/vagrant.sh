@@ -186,6 +186,11 @@ root_ns_state() { # the root namespace's addresses and routes, to compare before
   ip route show table all
 }
 
+stamped() { # each line with the time it came, so the logs show how long each step took
+  local line
+  while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done
+}
+
 logdir() { cat "$STATE/logdir" 2>/dev/null || echo "$ROOT/.lab/logs"; }
 
 cmd_up() {
@@ -376,7 +381,7 @@ cmd_molecule() {
   log "molecule test -s default (Kubernetes: $KUBERNETES, box $BOX, ${MEMORY} MiB, $CPUS CPU)"
   # the scenario's ephemeral directory (generated Vagrantfile, vagrant.out/err, inventory) stays with the logs
   in_env env MOLECULE_EPHEMERAL_DIRECTORY="$logs/molecule" molecule test -s default "$@" 2>&1 |
-    tee "$logs/molecule.log" || RC=1
+    stamped | tee "$logs/molecule.log" || RC=1
   log "molecule test: status $RC after $((SECONDS - t)) s"
   leftovers || RC=1
 }
@@ -393,17 +398,17 @@ cmd_vagrantfile() {
   cd "$ROOT"
   t=$SECONDS
   log "vagrant up --provision (Kubernetes: $KUBERNETES, box $BOX, ${MEMORY} MiB, $CPUS CPU)"
-  in_env vagrant up --provision 2>&1 | tee "$logs/vagrant-up.log" || RC=1
+  in_env vagrant up --provision 2>&1 | stamped | tee "$logs/vagrant-up.log" || RC=1
   log "vagrant up --provision: status $RC after $((SECONDS - t)) s"
   if ((RC == 0)); then
     t=$SECONDS
     # The mesh as the collection's read-only check sees it: SAs of every pair, units, guards, certificates.
     in_env env ANSIBLE_HOST_KEY_CHECKING=False ansible-playbook -i inventory/vagrant/hosts.yml -u root \
-      --private-key "$(box_dir)/vagrant_private_key" playbooks/verify.yml 2>&1 | tee "$logs/verify.log" || RC=1
+      --private-key "$(box_dir)/vagrant_private_key" playbooks/verify.yml 2>&1 | stamped | tee "$logs/verify.log" || RC=1
     log "playbooks/verify.yml: status $RC after $((SECONDS - t)) s"
   fi
   t=$SECONDS
-  in_env vagrant destroy -f 2>&1 | tee "$logs/vagrant-destroy.log" || RC=1
+  in_env vagrant destroy -f 2>&1 | stamped | tee "$logs/vagrant-destroy.log" || RC=1
   log "vagrant destroy -f: $((SECONDS - t)) s"
   leftovers || RC=1
 }
