@@ -30,6 +30,9 @@ t=$SECONDS
 if LAB_CONVERGE=0 "$LABSH" up "$NEW" >"$LOGDIR/lab-up-$NEW.log" 2>&1; then
   boot=$((SECONDS - t))
   L "$NEW" 'bash -s' <"$HERE/files/state_listing.sh" >"$LOGDIR/n$NEW-state-before.txt" 2>/dev/null || true
+  # the lab's pod runtimes, as the runner gives them to n1..n3 (removed again before the state is compared)
+  L "$NEW" 'cat >/root/cri_pods.py' <"$HERE/files/cri_pods.py" || true
+  L "$NEW" 'cat >/root/cni_runtime.py' <"$HERE/files/cni_runtime.py" || true
   t=$SECONDS
   playbook add-node playbooks/add_node.yml -e "node=n$NEW" >/dev/null || ok15=n
   add_s=$((SECONDS - t))
@@ -53,7 +56,7 @@ else
 fi
 untouched=y
 for ((i = 1; i <= M; i++)); do
-  now=$(mesh_ids "$i" | grep -v " peer$NEW-" || true)
+  now=$(mesh_ids "$i" | grep -v "^peer$NEW-" || true)
   [[ $now = "${IDS[$i]}" ]] || { untouched=n; ts "n$i before: ${IDS[$i]//$'\n'/, }; after: ${now//$'\n'/, }"; }
 done
 [[ $untouched = y ]] || ok15=n
@@ -106,7 +109,7 @@ record "16 remove n$NEW (remove_node.yml)" "$([[ $ok16 = y ]] && echo PASS || ec
   "$rm_s s, changed ${per}; left towards n$NEW: ${left:-nothing}; n$NEW refused by $refused/$tries, SAs with it: $stray"
 
 # ---- reset n4: as it was before add_node.yml, but for the pod this test made (kubeadm reset would remove it)
-L "$NEW" "$RUNTIME pod-down a$NEW" >/dev/null 2>&1 || true
+L "$NEW" "$RUNTIME pod-down a$NEW; rm -f /root/cri_pods.py /root/cni_runtime.py" >/dev/null 2>&1 || true
 t=$SECONDS
 ok17=y
 playbook reset playbooks/reset.yml -e "node=n$NEW" >/dev/null || ok17=n
