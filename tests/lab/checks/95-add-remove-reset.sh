@@ -93,6 +93,15 @@ EOS
   [[ -z $out ]] || left+="n$i: $(echo "$out" | paste -sd, -); "
 done
 [[ -z $left ]] || ok16=n
+# n4's certificate (its own copy) is revoked in the CRL each staying node holds
+serial=$(L "$NEW" 'cat /etc/swanctl/x509/k8s-ipsec.crt' 2>/dev/null | openssl x509 -noout -serial 2>/dev/null |
+  sed 's/^serial=//') || true
+revoked=0
+for ((i = 1; i <= M; i++)); do
+  L "$i" 'cat /etc/swanctl/x509crl/k8s-ipsec.crl' 2>/dev/null | openssl crl -noout -text 2>/dev/null |
+    tr -d ' :' | grep -qix "SerialNumber${serial:-none}" && revoked=$((revoked + 1))
+done
+((revoked == M)) || ok16=n
 # n4 keeps its old configuration and certificate: every connection it initiates must fail
 refused=0 tries=0
 for c in $n4_conns; do
@@ -106,7 +115,7 @@ done
 ((refused == tries && stray == 0)) || ok16=n
 recover "after removing n$NEW" || ok16=n
 record "16 remove n$NEW (remove_node.yml)" "$([[ $ok16 = y ]] && echo PASS || echo FAIL)" \
-  "$rm_s s, changed ${per}; left towards n$NEW: ${left:-nothing}; n$NEW refused by $refused/$tries, SAs with it: $stray"
+  "$rm_s s, changed ${per}; left towards n$NEW: ${left:-nothing}; its serial ${serial:-?} in the CRL of $revoked/$M; n$NEW refused by $refused/$tries, SAs with it: $stray"
 
 # ---- reset n4: as it was before add_node.yml, but for the pod this test made (kubeadm reset would remove it)
 L "$NEW" "$RUNTIME pod-down a$NEW; rm -f /root/cri_pods.py /root/cni_runtime.py" >/dev/null 2>&1 || true

@@ -14,7 +14,8 @@ ip route show table all | grep -v '^local \|^broadcast \|^multicast \|^ff00::\|^
 echo "== firewall"
 iptables-save 2>/dev/null | grep -E '^-A |^:[^ ]+ - ' | sort
 echo "== files"
-find /etc /usr/local /opt /run/cni /var/lib/cni -xdev \( -type f -o -type l \) 2>/dev/null |
-  sort | while read -r f; do
+# /opt/k8s-ipsec-lab is the lab's own tooling, baked into the image (its CRI client leaves Python caches there).
+find /etc /usr/local /opt /run/cni /var/lib/cni /var/lib/k8s-ipsec -xdev \( -type f -o -type l \) 2>/dev/null |
+  grep -v '^/opt/k8s-ipsec-lab/' | sort | while read -r f; do
     if [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(sha1sum <"$f" | cut -c1-12)"; fi
   done
