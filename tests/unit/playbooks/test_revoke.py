@@ -121,7 +121,7 @@ def test_removed_nodes_are_revoked_in_a_crl_the_ca_signed_and_earlier_entries_st
 
 
 def test_psk_mode_deletes_only_the_removed_nodes_pair_secrets(pki, tmp_path):
-    pki_dir, _ = pki
+    pki_dir = pki[0]
     proc = revoke(tmp_path, pki_dir, ["c"], auth="psk")
     assert proc.returncode == 0, proc.stdout
     assert sorted(p.name for p in (pki_dir / "psk").iterdir()) == ["pair-1-2"]
