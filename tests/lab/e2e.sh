@@ -8,7 +8,8 @@
 #   --only <checks>  comma-separated check numbers or names, e.g. 30,40 or 40-reach-esp (default: all; E2E_ONLY)
 #   --list           list the checks and exit
 # env:   E2E_KEEP=1    leave the lab running afterwards (then: tests/lab/lab.sh down)
-#        E2E_CYCLES    pod ADD/DEL cycles of check 7 through the CNI stand-in (default 300)
+#        E2E_CYCLES    pod ADD/DEL cycles of check 7 through the CNI stand-in (default 260: more than the
+#                      253 addresses of a node's /24, so a leak would exhaust the pool)
 #        E2E_CRI_CYCLES  pod sandboxes made and removed through containerd's CRI in check 7 (default 5)
 #        E2E_SETTLE    seconds the SAs may take to settle (default 240)
 #        E2E_PLAN      a plan JSON to use instead of writing one with playbooks/show_plan.yml
@@ -21,7 +22,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 LABSH=$HERE/lab.sh
 LAB_NODES=3 # the checks use n1..n3 in set roles (n3 restarted, n2 rebooted, ...)
 # shellcheck disable=SC2034 # used by the checks
-CYCLES=${E2E_CYCLES:-300}
+CYCLES=${E2E_CYCLES:-260}
 # shellcheck disable=SC2034 # used by the checks
 CRI_CYCLES=${E2E_CRI_CYCLES:-5}
 SETTLE=${E2E_SETTLE:-240}
@@ -29,7 +30,7 @@ RUNNING=0
 ONLY=${E2E_ONLY:-}
 ONLY_HIT=
 
-usage() { sed -n '2,14s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '2,17s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 while (($#)); do
   case $1 in
     --running) RUNNING=1 ;;
