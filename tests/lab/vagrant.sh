@@ -368,14 +368,18 @@ finish() { # the trap of the runs: teardown whatever happened, the run's status 
   exit "$rc"
 }
 
-cmd_molecule() {
-  local t logs
+begin_run() { # what both runs start with: the venv, the box, the teardown trap, libvirtd
   ensure_venv
   cmd_box
   T0=$SECONDS
   trap finish EXIT
   trap 'exit 130' INT TERM
   cmd_up
+}
+
+cmd_molecule() {
+  local t logs
+  begin_run
   logs=$(logdir)
   t=$SECONDS
   log "molecule test -s default (Kubernetes: $KUBERNETES, box $BOX, ${MEMORY} MiB, $CPUS CPU)"
@@ -388,12 +392,7 @@ cmd_molecule() {
 
 cmd_vagrantfile() {
   local t logs
-  ensure_venv
-  cmd_box
-  T0=$SECONDS
-  trap finish EXIT
-  trap 'exit 130' INT TERM
-  cmd_up
+  begin_run
   logs=$(logdir)
   cd "$ROOT"
   t=$SECONDS
