@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -633,6 +634,117 @@ def test_prune_closes_only_our_ike_sas_of_peers_that_left(tmp_path):
     assert out.stdout.decode() == "closing peer4-n4: no longer a peer\n"
 
 
+FAKE_CHARON = """#!/bin/sh
+# swanctl as charon answers it, make-before-break: --rekey --reauth of an IKE_SA makes a new one (uniqueid + 10) and
+# deletes the old; every call is logged.
+state={state}
+echo "$*" >>{state}/calls
+case "$1" in
+  --load-creds) echo "loaded certificate from /etc/swanctl/x509/k8s-ipsec.crt" ;;
+  --list-sas)
+    for sa in {state}/sa.*; do if [ -f "$sa" ]; then cat "$sa"; fi; done
+    ;;
+  --rekey)
+    id=$3
+    for sa in {state}/sa.*; do
+      grep -q "uniqueid=$id " "$sa" || continue
+      sed "s/uniqueid=$id /uniqueid=$((id + 10)) /; s/established=[0-9]*/established=0/" "$sa" >"$sa.new"
+      mv "$sa.new" "$sa"
+    done
+    ;;
+esac
+"""
+
+
+@pytest.fixture
+def charon(tmp_path):
+    """A node with three peers: it starts peer2-n2 and peer3-n3, peer4-n4 starts the other."""
+    fake = tmp_path / "bin" / "swanctl"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_CHARON.format(state=tmp_path))
+    fake.chmod(0o755)
+    settings = tmp_path / "tunnels"
+    settings.write_text(
+        "PEERS='\n"
+        "k8s-ipsec2 a b 3 10.128.2.0/24 peer2-n2 initiator\n"
+        "k8s-ipsec3 a c 5 10.128.3.0/24 peer3-n3 initiator\n"
+        "k8s-ipsec4 a d 9 10.128.4.0/24 peer4-n4 responder\n'\n"
+    )
+
+    def sa(name, uniqueid, established):
+        (tmp_path / f"sa.{name}").write_text(
+            f"list-sa event {{{name} {{uniqueid={uniqueid} version=2 state=ESTABLISHED local-host=a "
+            f"established={established} rekey-time=13000 child-sas {{{name}-{uniqueid + 1} {{name={name} "
+            f"uniqueid={uniqueid + 1} state=INSTALLED established={established} }}}}}}}}\n"
+        )
+
+    (tmp_path / "swanctl" / "x509").mkdir(parents=True)
+    (tmp_path / "swanctl" / "x509" / "k8s-ipsec.crt").write_text("issued\n")
+
+    def keeper(*verb, timeout="90"):
+        env = {
+            "PATH": f"{fake.parent}:/usr/bin:/bin",
+            "K8S_IPSEC_TUNNELS_CONFIG": str(settings),
+            "K8S_IPSEC_CREDS_LOADED": str(tmp_path / "run" / "loaded"),
+            "K8S_IPSEC_SWANCTL_DIR": str(tmp_path / "swanctl"),
+            "REAUTH_TIMEOUT": timeout,
+        }
+        run = subprocess.run(["sh", str(SCRIPTS["k8s-ipsec-keeper"]), *verb], env=env, capture_output=True, text=True)
+        return run.returncode, run.stdout, run.stderr
+
+    def calls():
+        path = tmp_path / "calls"
+        return [c for c in path.read_text().splitlines() if not c.startswith("--list-sas")] if path.exists() else []
+
+    return sa, keeper, calls
+
+
+def test_reauth_renews_each_sa_this_node_starts_one_at_a_time(charon):
+    sa, keeper, calls = charon
+    sa("peer2-n2", 1, 500)
+    sa("peer3-n3", 3, 500)
+    sa("peer4-n4", 5, 500)
+    status, out, _ = keeper("reauth")
+    assert status == 0
+    assert calls() == ["--rekey --ike-id 1 --reauth", "--rekey --ike-id 3 --reauth"]
+    assert out.splitlines() == ["re-authenticated peer2-n2 in 0 s", "re-authenticated peer3-n3 in 0 s"]
+
+
+def test_reauth_all_skips_sas_made_after_the_credentials_were_loaded(charon):
+    """The other end re-authenticated those already, with the same new credentials: each pair once."""
+    sa, keeper, calls = charon
+    assert keeper("creds")[:2] == (0, "credentials reloaded\n")
+    time.sleep(2)
+    sa("peer2-n2", 1, 500)  # from before the load
+    sa("peer3-n3", 3, 0)  # re-authenticated by n3 just now
+    sa("peer4-n4", 5, 500)
+    status, out, _ = keeper("reauth", "all")
+    assert status == 0
+    assert calls()[1:] == ["--rekey --ike-id 1 --reauth", "--rekey --ike-id 5 --reauth"]
+    assert out.splitlines() == ["re-authenticated peer2-n2 in 0 s", "re-authenticated peer4-n4 in 0 s"]
+
+
+def test_creds_loads_again_only_when_a_credential_file_changed(charon, tmp_path):
+    _, keeper, calls = charon
+    assert keeper("creds")[:2] == (0, "credentials reloaded\n")
+    assert keeper("creds")[:2] == (0, "")
+    (tmp_path / "swanctl" / "x509" / "k8s-ipsec.crt").write_text("renewed\n")
+    assert keeper("creds")[:2] == (0, "credentials reloaded\n")
+    assert calls() == ["--load-creds --clear --noprompt"] * 2
+
+
+def test_reauth_fails_naming_the_pair_whose_new_sa_did_not_come_up(charon, tmp_path):
+    """The peer refuses the new IKE_SA: the old one stays (make-before-break) and the keeper says which, and where."""
+    sa, keeper, calls = charon
+    sa("peer2-n2", 1, 500)
+    fake = tmp_path / "bin" / "swanctl"
+    fake.write_text(fake.read_text().replace("  --rekey)", "  --rekey-refused)"))
+    status, out, err = keeper("reauth", timeout="2")
+    assert status == 1 and out == ""
+    assert "peer2-n2: not re-authenticated after 2 s" in err and "journalctl -u strongswan" in err
+    assert calls() == ["--rekey --ike-id 1 --reauth"]
+
+
 def test_static_scripts_say_who_manages_them():
     for path in SCRIPTS.values():
         header = path.read_text().splitlines()[1]
@@ -652,3 +764,20 @@ def test_bridge_remove_deletes_the_bridge_and_the_unreachable_route_for_real(tmp
         {"K8S_IPSEC_CNI0_CONFIG": str(settings)},
     )
     assert out.splitlines() == ["built", "as-before"]
+
+
+def test_reset_removes_the_paths_that_exist_names_them_and_then_finds_nothing(tmp_path):
+    """The reset role's one-run removal: files, links (even dangling) and trees go; missing paths are no change."""
+    remove = yaml.safe_load((ROOT / "roles/reset/vars/main.yml").read_text())["__reset_remove"]
+    (tmp_path / "unit").write_text("x")
+    (tmp_path / "tree" / "leases").mkdir(parents=True)
+    (tmp_path / "tree" / "leases" / "10.128.1.2").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    paths = [str(tmp_path / name) for name in ("unit", "missing", "tree", "dangling", "name with space")]
+
+    def run():
+        return subprocess.run(["sh", "-c", remove, "remove", *paths], check=True, capture_output=True, text=True)
+
+    assert run().stdout.splitlines() == [paths[0], paths[2], paths[3]]
+    assert list(tmp_path.iterdir()) == []
+    assert run().stdout == ""
