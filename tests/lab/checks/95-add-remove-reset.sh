@@ -105,11 +105,14 @@ for ((i = 1; i <= M; i++)); do
 done
 ((revoked == M)) || ok16=n
 # n4 keeps its old configuration and certificate: every connection it initiates must fail
-refused=0 tries=0
+# (all at once: each waits up to 20 s for an answer that must not come)
+refused=0 tries=0 tried=()
 for c in $n4_conns; do
   tries=$((tries + 1))
-  L "$NEW" "swanctl --initiate --child $c --timeout 20" >>"$LOGDIR/removed-initiate.log" 2>&1 || refused=$((refused + 1))
+  L "$NEW" "swanctl --initiate --child $c --timeout 20" >"$LOGDIR/removed-initiate-$c.log" 2>&1 &
+  tried+=($!)
 done
+for pid in "${tried[@]}"; do wait "$pid" || refused=$((refused + 1)); done
 stray=0
 for ((i = 1; i <= M; i++)); do
   L "$i" "swanctl --list-sas --raw 2>/dev/null | grep -q 'remote-host=$n4_addr '" 2>/dev/null && stray=$((stray + 1))
