@@ -1,0 +1,60 @@
+# shellcheck shell=bash
+# Check 18 (issue 11): playbooks/rotate.yml -e rotate=ca rolls the cluster CA over while the pods ping each other:
+# a new CA trusted beside the old, every node's key and certificate re-issued from it, every pair re-authenticated
+# once (make-before-break), then the old CA dropped. This is the whole certificate path: rotate=certs and the renewal
+# window re-issue and re-authenticate the same way, from the same CA. Counted: lost pings, cleartext on the bridge,
+# new serials and CA on every node, the old CA no longer loaded, every IKE_SA re-established and one per pair.
+
+need_pods
+# "<serial> <issuer key id> <CA fingerprint>" of node i's certificate and trusted CA
+# shellcheck disable=SC2016 # expanded on the node
+creds_of() { L "$1" 'openssl x509 -noout -serial -in /etc/swanctl/x509/k8s-ipsec.crt | cut -d= -f2
+  openssl x509 -noout -fingerprint -sha256 -in /etc/swanctl/x509ca/k8s-ipsec-ca.crt | cut -d= -f2' 2>/dev/null |
+  paste -sd' ' -; }
+# "<connection> <IKE uniqueid>" of node i's IKE_SAs
+# shellcheck disable=SC2016 # expanded on the node
+ike_ids() { L "$1" 'swanctl --list-sas --raw 2>/dev/null |
+  sed -n "s/^list-sa event {\(peer[0-9]*-[^ ]*\) {uniqueid=\([0-9]*\) .*/\1 \2/p" | sort' 2>/dev/null; }
+
+declare -A CREDS=() SAS=()
+for ((i = 1; i <= N; i++)); do CREDS[$i]=$(creds_of "$i") SAS[$i]=$(ike_ids "$i"); done
+capture_start rotate
+for ((i = 1; i <= N; i++)); do outage_start "$i" $((i % N + 1)); done
+
+ok=y
+t=$SECONDS
+playbook rotate-ca playbooks/rotate.yml -e rotate=ca >/dev/null || ok=n
+rot_s=$((SECONDS - t))
+
+sleep 3 # the last pair's pings after its re-authentication
+lost='' lostok=y
+for ((i = 1; i <= N; i++)); do
+  o=$(outage_stop "$i")
+  lost+="a$i->a$((i % N + 1)) ${o#* } "
+  [[ ${o#* } = 0/* ]] || lostok=n
+done
+read -r esp clear < <(capture_stop)
+[[ $clear = 0 ]] || lostok=n
+
+ca_now=$(openssl x509 -noout -fingerprint -sha256 -in "$ROOT/.lab/pki/ca.crt" | cut -d= -f2)
+renewed=0 same_ca=0 one_ca=0 reauthed=0 pairs=0
+for ((i = 1; i <= N; i++)); do
+  read -r serial ca <<<"$(creds_of "$i")"
+  [[ $serial != "${CREDS[$i]%% *}" ]] && renewed=$((renewed + 1))
+  [[ $ca = "$ca_now" && $ca != "${CREDS[$i]#* }" ]] && same_ca=$((same_ca + 1))
+  # one CA loaded (the new one) and no next-CA file left
+  # shellcheck disable=SC2016 # expanded on the node
+  L "$i" '[ ! -e /etc/swanctl/x509ca/k8s-ipsec-ca-next.crt ] &&
+    [ "$(swanctl --list-certs --type x509 --flag ca --raw 2>/dev/null | grep -c "^list-cert event")" = 1 ]' 2>/dev/null &&
+    one_ca=$((one_ca + 1))
+  # every IKE_SA of node i is a new one (a new uniqueid for each connection)
+  while read -r conn id; do
+    [[ -n $conn ]] || continue
+    pairs=$((pairs + 1))
+    grep -qx "$conn $id" <<<"${SAS[$i]}" || reauthed=$((reauthed + 1))
+  done < <(ike_ids "$i")
+done
+((renewed == N && same_ca == N && one_ca == N && pairs == N * (N - 1) && reauthed == pairs)) || ok=n
+settle_sas "after CA rotation" || ok=n
+record "18 CA rotation (rotate.yml -e rotate=ca)" "$([[ $ok = y && $lostok = y ]] && echo PASS || echo FAIL)" \
+  "$rot_s s; new key+certificate $renewed/$N, new CA $same_ca/$N, only it loaded $one_ca/$N, IKE_SAs re-established $reauthed/$pairs; lost/sent: ${lost}; $esp ESP packets, $clear cleartext"
