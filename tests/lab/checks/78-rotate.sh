@@ -4,6 +4,10 @@
 # once (make-before-break), then the old CA dropped. This is the whole certificate path: rotate=certs and the renewal
 # window re-issue and re-authenticate the same way, from the same CA. Counted: lost pings, cleartext on the bridge,
 # new serials and CA on every node, the old CA no longer loaded, every IKE_SA re-established and one per pair.
+# A re-authentication may cost a pair the packets of one moment: strongSwan's responder installs the new CHILD_SA and
+# sends on it before the initiator has installed its inbound half, whose SPI is still a larval (ACQ) state there;
+# the kernel counts those drops as XfrmAcquireError. So the check allows a lost ping or two per pair, and says how
+# many packets the kernels dropped that way.
 
 need_pods
 # "<serial> <issuer key id> <CA fingerprint>" of node i's certificate and trusted CA
@@ -11,13 +15,14 @@ need_pods
 creds_of() { L "$1" 'openssl x509 -noout -serial -in /etc/swanctl/x509/k8s-ipsec.crt | cut -d= -f2
   openssl x509 -noout -fingerprint -sha256 -in /etc/swanctl/x509ca/k8s-ipsec-ca.crt | cut -d= -f2' 2>/dev/null |
   paste -sd' ' -; }
+acquire_errors() { L "$1" "awk '/XfrmAcquireError/ {print \$2}' /proc/net/xfrm_stat" 2>/dev/null || echo 0; }
 # "<connection> <IKE uniqueid>" of node i's IKE_SAs
 # shellcheck disable=SC2016 # expanded on the node
 ike_ids() { L "$1" 'swanctl --list-sas --raw 2>/dev/null |
   sed -n "s/^list-sa event {\(peer[0-9]*-[^ ]*\) {uniqueid=\([0-9]*\) .*/\1 \2/p" | sort' 2>/dev/null; }
 
-declare -A CREDS=() SAS=()
-for ((i = 1; i <= N; i++)); do CREDS[$i]=$(creds_of "$i") SAS[$i]=$(ike_ids "$i"); done
+declare -A CREDS=() SAS=() ACQ=()
+for ((i = 1; i <= N; i++)); do CREDS[$i]=$(creds_of "$i") SAS[$i]=$(ike_ids "$i") ACQ[$i]=$(acquire_errors "$i"); done
 capture_start rotate
 for ((i = 1; i <= N; i++)); do outage_start "$i" $((i % N + 1)); done
 
@@ -27,11 +32,15 @@ playbook rotate-ca playbooks/rotate.yml -e rotate=ca >/dev/null || ok=n
 rot_s=$((SECONDS - t))
 
 sleep 3 # the last pair's pings after its re-authentication
-lost='' lostok=y
+lost='' lostok=y dropped=0
 for ((i = 1; i <= N; i++)); do
   o=$(outage_stop "$i")
   lost+="a$i->a$((i % N + 1)) ${o#* } "
-  [[ ${o#* } = 0/* ]] || lostok=n
+  o=${o#* }
+  # the responder-first moment is shorter than the 0.2 s between pings: one lost ping per pair, two on a slow run.
+  # A torn-down SA (a replaced connection) loses seconds of them.
+  ((${o%/*} <= 2)) || lostok=n
+  dropped=$((dropped + $(acquire_errors "$i") - ACQ[$i]))
 done
 read -r esp clear < <(capture_stop)
 [[ $clear = 0 ]] || lostok=n
@@ -57,4 +66,4 @@ done
 ((renewed == N && same_ca == N && one_ca == N && pairs == N * (N - 1) && reauthed == pairs)) || ok=n
 settle_sas "after CA rotation" || ok=n
 record "18 CA rotation (rotate.yml -e rotate=ca)" "$([[ $ok = y && $lostok = y ]] && echo PASS || echo FAIL)" \
-  "$rot_s s; new key+certificate $renewed/$N, new CA $same_ca/$N, only it loaded $one_ca/$N, IKE_SAs re-established $reauthed/$pairs; lost/sent: ${lost}; $esp ESP packets, $clear cleartext"
+  "$rot_s s; new key+certificate $renewed/$N, new CA $same_ca/$N, only it loaded $one_ca/$N, IKE_SAs re-established $reauthed/$pairs; lost/sent: ${lost}(XfrmAcquireError +$dropped); $esp ESP packets, $clear cleartext"
