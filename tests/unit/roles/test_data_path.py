@@ -688,7 +688,9 @@ def charon(tmp_path):
             "K8S_IPSEC_SWANCTL_DIR": str(tmp_path / "swanctl"),
             "REAUTH_TIMEOUT": timeout,
         }
-        run = subprocess.run(["sh", str(SCRIPTS["k8s-ipsec-keeper"]), *verb], env=env, capture_output=True, text=True)
+        run = subprocess.run(
+            ["sh", str(SCRIPTS["k8s-ipsec-keeper"]), *verb], env=env, capture_output=True, text=True, check=False
+        )
         return run.returncode, run.stdout, run.stderr
 
     def calls():
@@ -703,7 +705,7 @@ def test_reauth_renews_each_sa_this_node_starts_one_at_a_time(charon):
     sa("peer2-n2", 1, 500)
     sa("peer3-n3", 3, 500)
     sa("peer4-n4", 5, 500)
-    status, out, _ = keeper("reauth")
+    status, out, _err = keeper("reauth")
     assert status == 0
     assert calls() == ["--rekey --ike-id 1 --reauth", "--rekey --ike-id 3 --reauth"]
     assert out.splitlines() == ["re-authenticated peer2-n2 in 0 s", "re-authenticated peer3-n3 in 0 s"]
@@ -714,7 +716,7 @@ def test_reauth_towards_one_peer_renews_only_that_pair(charon):
     sa, keeper, calls = charon
     sa("peer2-n2", 1, 500)
     sa("peer3-n3", 3, 500)
-    status, out, _ = keeper("reauth", "c")
+    status, out, _err = keeper("reauth", "c")
     assert status == 0
     assert calls() == ["--rekey --ike-id 3 --reauth"]
     assert out == "re-authenticated peer3-n3 in 0 s\n"
@@ -723,7 +725,7 @@ def test_reauth_towards_one_peer_renews_only_that_pair(charon):
 
 
 def test_creds_loads_again_only_when_a_credential_file_changed(charon, tmp_path):
-    _, keeper, calls = charon
+    keeper, calls = charon[1:]
     assert keeper("creds")[:2] == (0, "credentials reloaded\n")
     assert keeper("creds")[:2] == (0, "")
     (tmp_path / "swanctl" / "x509" / "k8s-ipsec.crt").write_text("renewed\n")
