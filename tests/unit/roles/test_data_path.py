@@ -589,6 +589,15 @@ def test_check_compares_the_if_id_in_hex_as_ip_prints_it(xfrm_node):
     assert status == 1 and f"tunnel {peer['interface']} is not an XFRM interface" in output
 
 
+# The keeper's view of a node with three peers: it starts the tunnels to b and c, d starts the one to it.
+THREE_PEERS = (
+    "PEERS='\n"
+    "k8s-ipsec2 a b 3 10.128.2.0/24 peer2-n2 initiator\n"
+    "k8s-ipsec3 a c 5 10.128.3.0/24 peer3-n3 initiator\n"
+    "k8s-ipsec4 a d 9 10.128.4.0/24 peer4-n4 responder\n'\n"
+)
+
+
 def test_the_keeper_only_initiates_what_this_end_starts(tmp_path):
     """The keeper re-initiates a down tunnel of the initiator end, never one of the responder end or one that is up."""
     calls = tmp_path / "calls"
@@ -600,12 +609,7 @@ def test_the_keeper_only_initiates_what_this_end_starts(tmp_path):
     )
     swanctl.chmod(0o755)
     settings = tmp_path / "tunnels"
-    settings.write_text(
-        "PEERS='\n"
-        "k8s-ipsec2 a b 3 10.128.2.0/24 peer2-n2 initiator\n"
-        "k8s-ipsec3 a c 5 10.128.3.0/24 peer3-n3 initiator\n"
-        "k8s-ipsec4 a d 9 10.128.4.0/24 peer4-n4 responder\n'\n"
-    )
+    settings.write_text(THREE_PEERS)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "K8S_IPSEC_TUNNELS_CONFIG": str(settings)}
     subprocess.run(["sh", str(SCRIPTS["k8s-ipsec-keeper"])], env=env, check=True)
     assert calls.read_text().splitlines() == ["--initiate --child peer2-n2 --timeout 15"]
@@ -663,18 +667,13 @@ def charon(tmp_path):
     fake.write_text(FAKE_CHARON.format(state=tmp_path))
     fake.chmod(0o755)
     settings = tmp_path / "tunnels"
-    settings.write_text(
-        "PEERS='\n"
-        "k8s-ipsec2 a b 3 10.128.2.0/24 peer2-n2 initiator\n"
-        "k8s-ipsec3 a c 5 10.128.3.0/24 peer3-n3 initiator\n"
-        "k8s-ipsec4 a d 9 10.128.4.0/24 peer4-n4 responder\n'\n"
-    )
+    settings.write_text(THREE_PEERS)
 
-    def sa(name, uniqueid, established):
+    def sa(name, uniqueid):
         (tmp_path / f"sa.{name}").write_text(
             f"list-sa event {{{name} {{uniqueid={uniqueid} version=2 state=ESTABLISHED local-host=a "
-            f"established={established} rekey-time=13000 child-sas {{{name}-{uniqueid + 1} {{name={name} "
-            f"uniqueid={uniqueid + 1} state=INSTALLED established={established} }}}}}}}}\n"
+            f"established=500 rekey-time=13000 child-sas {{{name}-{uniqueid + 1} {{name={name} "
+            f"uniqueid={uniqueid + 1} state=INSTALLED established=500 }}}}}}}}\n"
         )
 
     (tmp_path / "swanctl" / "x509").mkdir(parents=True)
@@ -702,9 +701,9 @@ def charon(tmp_path):
 
 def test_reauth_renews_each_sa_this_node_starts_one_at_a_time(charon):
     sa, keeper, calls = charon
-    sa("peer2-n2", 1, 500)
-    sa("peer3-n3", 3, 500)
-    sa("peer4-n4", 5, 500)
+    sa("peer2-n2", 1)
+    sa("peer3-n3", 3)
+    sa("peer4-n4", 5)
     status, out, _err = keeper("reauth")
     assert status == 0
     assert calls() == ["--rekey --ike-id 1 --reauth", "--rekey --ike-id 3 --reauth"]
@@ -714,8 +713,8 @@ def test_reauth_renews_each_sa_this_node_starts_one_at_a_time(charon):
 def test_reauth_towards_one_peer_renews_only_that_pair(charon):
     """A responder end's new certificate: its peer, the initiator, re-authenticates just the pair between them."""
     sa, keeper, calls = charon
-    sa("peer2-n2", 1, 500)
-    sa("peer3-n3", 3, 500)
+    sa("peer2-n2", 1)
+    sa("peer3-n3", 3)
     status, out, _err = keeper("reauth", "c")
     assert status == 0
     assert calls() == ["--rekey --ike-id 3 --reauth"]
@@ -736,7 +735,7 @@ def test_creds_loads_again_only_when_a_credential_file_changed(charon, tmp_path)
 def test_reauth_fails_naming_the_pair_whose_new_sa_did_not_come_up(charon, tmp_path):
     """The peer refuses the new IKE_SA: the old one stays (make-before-break) and the keeper says which, and where."""
     sa, keeper, calls = charon
-    sa("peer2-n2", 1, 500)
+    sa("peer2-n2", 1)
     fake = tmp_path / "bin" / "swanctl"
     fake.write_text(fake.read_text().replace("  --rekey)", "  --rekey-refused)"))
     status, out, err = keeper("reauth", timeout="2")
