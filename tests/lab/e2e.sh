@@ -160,11 +160,6 @@ for f in "${CHECKS[@]}"; do
   # shellcheck source=/dev/null
   source "$f"
 done
-# the background cycles of check 10
-if [[ -n $CYC_PID ]]; then
-  ts "waiting for check 7's cycles"
-  cycles_record
-fi
 
 [[ -z $CONVERGE_S ]] || ts "lab figures: converge ${CONVERGE_S}s"
 print_table
