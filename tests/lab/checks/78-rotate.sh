@@ -16,10 +16,6 @@ creds_of() { L "$1" 'openssl x509 -noout -serial -in /etc/swanctl/x509/k8s-ipsec
   openssl x509 -noout -fingerprint -sha256 -in /etc/swanctl/x509ca/k8s-ipsec-ca.crt | cut -d= -f2' 2>/dev/null |
   paste -sd' ' -; }
 acquire_errors() { L "$1" "awk '/XfrmAcquireError/ {print \$2}' /proc/net/xfrm_stat" 2>/dev/null || echo 0; }
-# "<connection> <IKE uniqueid>" of node i's IKE_SAs
-# shellcheck disable=SC2016 # expanded on the node
-ike_ids() { L "$1" 'swanctl --list-sas --raw 2>/dev/null |
-  sed -n "s/^list-sa event {\(peer[0-9]*-[^ ]*\) {uniqueid=\([0-9]*\) .*/\1 \2/p" | sort' 2>/dev/null; }
 
 declare -A CREDS=() SAS=() ACQ=()
 for ((i = 1; i <= N; i++)); do CREDS[$i]=$(creds_of "$i") SAS[$i]=$(ike_ids "$i") ACQ[$i]=$(acquire_errors "$i"); done

@@ -13,9 +13,7 @@ plan3=$PLAN_JSON
 
 # "<connection> <IKE uniqueid>" of every IKE_SA between the existing nodes, and charon's pid: what must not change
 # shellcheck disable=SC2016 # expanded on the node
-mesh_ids() { L "$1" 'echo "charon $(systemctl show -P MainPID strongswan.service)"
-  swanctl --list-sas --raw 2>/dev/null | sed -n "s/^list-sa event {\(peer[0-9]*-[^ ]*\) {uniqueid=\([0-9]*\) .*/\1 \2/p" |
-  sort' 2>/dev/null; }
+mesh_ids() { L "$1" 'echo "charon $(systemctl show -P MainPID strongswan.service)"' 2>/dev/null; ike_ids "$1"; }
 # changed=<k> of node n<i> in a playbook log's recap
 changed_of() { sed -n "s/^n$2 *: .*changed=\([0-9]*\) .*/\1/p" "$LOGDIR/$1.log"; }
 

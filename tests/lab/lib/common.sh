@@ -75,6 +75,12 @@ settle_sas() { # settle_sas <label>: wait until every node passes; records check
   record "1 SAs $1" PASS "settled in $((SECONDS - t0)) s; n1 $(sa_state 1)"
 }
 
+# shellcheck disable=SC2016 # expanded on the node
+ike_ids() { # ike_ids <i>: "<connection> <IKE uniqueid>" of node i's IKE_SAs, sorted
+  L "$1" 'swanctl --list-sas --raw 2>/dev/null |
+    sed -n "s/^list-sa event {\(peer[0-9]*-[^ ]*\) {uniqueid=\([0-9]*\) .*/\1 \2/p" | sort' 2>/dev/null
+}
+
 # ---------------------------------------------------------------- pods
 
 declare -A POD_IP=()
