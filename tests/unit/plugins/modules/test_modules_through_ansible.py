@@ -1,6 +1,7 @@
 """The two modules run by Ansible itself on localhost: arguments, results, failures and the plan playbook."""
 
 import json
+import os
 
 import pytest
 from ansible_cli import run_ansible
@@ -130,3 +131,36 @@ def test_site_rejects_a_bad_inventory_before_touching_any_node(tmp_path, host_va
     assert proc.returncode != 0
     assert message in proc.stdout
     assert "unreachable=1" not in proc.stdout and "UNREACHABLE" not in proc.stdout
+
+
+def test_node_files_writes_only_what_differs_and_check_mode_writes_nothing(tmp_path):
+    unit, script = tmp_path / "etc" / "unit.service", tmp_path / "script"
+    script.write_text("#!/bin/sh\n")
+    files = {
+        "files": [
+            {"path": str(unit), "content": "[Unit]\n"},
+            {"path": str(script), "content": "#!/bin/sh\n", "mode": "0755"},
+        ]
+    }
+    rc, result = adhoc("k8s_ipsec.cni.node_files", files, check=True)
+    assert rc == 0 and result["changed"] is True
+    assert result["changes"] == {str(unit): ["created"], str(script): ["mode"]}
+    assert not unit.exists()
+
+    rc, result = adhoc("k8s_ipsec.cni.node_files", files)
+    assert rc == 0 and result["changed_paths"] == [str(unit), str(script)]
+    assert unit.read_text() == "[Unit]\n" and os.access(script, os.X_OK)
+
+    rc, result = adhoc("k8s_ipsec.cni.node_files", files)
+    assert rc == 0 and result["changed"] is False and result["changed_paths"] == []
+
+
+def test_node_files_refuses_a_bad_entry_before_writing_any(tmp_path):
+    good = tmp_path / "good"
+    rc, result = adhoc(
+        "k8s_ipsec.cni.node_files",
+        {"files": [{"path": str(good), "content": "x"}, {"path": str(tmp_path / "bad"), "content": "", "mode": "9"}]},
+    )
+    assert rc != 0
+    assert result["msg"].startswith("nothing written: ") and "bad: mode '9'" in result["msg"]
+    assert not good.exists()
