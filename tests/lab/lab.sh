@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lab: N Debian VMs (QEMU TCG) on bridge br0 inside the network namespace k8sipsec-lab, which has no uplink.
 # Debian 13 by default, Debian 12 with LAB_SUITE=bookworm (tests/lab/image.sh). LAB_TUNNEL_TYPE=vti|xfrm goes into
-# the inventory as strongswan_tunnel_type (default: the role's).
+# the inventory as strongswan_tunnel_type, LAB_AUTH=pubkey|psk as strongswan_auth (default: the role's).
 #
 # usage: tests/lab/lab.sh up [N]            build/reuse the image, boot n1..nN (default 3), write the inventory,
 #                                          then converge site.yml (skip with LAB_CONVERGE=0)
@@ -183,6 +183,7 @@ write_inventory() {
     echo "    k8s_ipsec_kubernetes: false"
     echo "    strongswan_pki_dir: $LAB/pki"
     if [[ -n ${LAB_TUNNEL_TYPE:-} ]]; then echo "    strongswan_tunnel_type: $LAB_TUNNEL_TYPE"; fi
+    if [[ -n ${LAB_AUTH:-} ]]; then echo "    strongswan_auth: $LAB_AUTH"; fi
     echo "kube_control_plane:"
     echo "  hosts:"
     echo "    n1:"

@@ -4,15 +4,21 @@
 # once (make-before-break), then the old CA dropped. This is the whole certificate path: rotate=certs and the renewal
 # window re-issue and re-authenticate the same way, from the same CA. Counted: lost pings, cleartext on the bridge,
 # new serials and CA on every node, the old CA no longer loaded, every IKE_SA re-established and one per pair.
+# On a psk lab (LAB_AUTH=psk) it is rotate=psk instead: new pair secrets on every node, every pair re-authenticated.
 # A re-authentication may cost a pair the packets of one moment: strongSwan's responder installs the new CHILD_SA and
 # sends on it before the initiator has installed its inbound half, whose SPI is still a larval (ACQ) state there;
 # the kernel counts those drops as XfrmAcquireError. So the check allows a lost ping or two per pair, and says how
 # many packets the kernels dropped that way.
 
 need_pods
-# "<serial> <issuer key id> <CA fingerprint>" of node i's certificate and trusted CA
+ROTATE=ca
+grep -q '^ *strongswan_auth: psk' "$ROOT/.lab/inventory/hosts.yml" && ROTATE=psk
+# "<serial> <CA fingerprint>" of node i's certificate and trusted CA; in psk mode, the digest of its pair secrets
 # shellcheck disable=SC2016 # expanded on the node
-creds_of() { L "$1" 'openssl x509 -noout -serial -in /etc/swanctl/x509/k8s-ipsec.crt | cut -d= -f2
+creds_of() {
+  if [[ $ROTATE = psk ]]; then L "$1" 'sha256sum /etc/swanctl/conf.d/k8s-ipsec-secrets.conf | cut -d" " -f1' 2>/dev/null
+    return; fi
+  L "$1" 'openssl x509 -noout -serial -in /etc/swanctl/x509/k8s-ipsec.crt | cut -d= -f2
   openssl x509 -noout -fingerprint -sha256 -in /etc/swanctl/x509ca/k8s-ipsec-ca.crt | cut -d= -f2' 2>/dev/null |
   paste -sd' ' -; }
 acquire_errors() { L "$1" "awk '/XfrmAcquireError/ {print \$2}' /proc/net/xfrm_stat" 2>/dev/null || echo 0; }
@@ -24,7 +30,7 @@ for ((i = 1; i <= N; i++)); do outage_start "$i" $((i % N + 1)); done
 
 ok=y
 t=$SECONDS
-playbook rotate-ca playbooks/rotate.yml -e rotate=ca >/dev/null || ok=n
+playbook "rotate-$ROTATE" playbooks/rotate.yml -e "rotate=$ROTATE" >/dev/null || ok=n
 rot_s=$((SECONDS - t))
 
 sleep 3 # the last pair's pings after its re-authentication
@@ -41,17 +47,19 @@ done
 read -r esp clear < <(capture_stop)
 [[ $clear = 0 ]] || lostok=n
 
-ca_now=$(openssl x509 -noout -fingerprint -sha256 -in "$ROOT/.lab/pki/ca.crt" | cut -d= -f2)
+[[ $ROTATE = psk ]] || ca_now=$(openssl x509 -noout -fingerprint -sha256 -in "$ROOT/.lab/pki/ca.crt" | cut -d= -f2)
 renewed=0 same_ca=0 one_ca=0 reauthed=0 pairs=0
 for ((i = 1; i <= N; i++)); do
   read -r serial ca <<<"$(creds_of "$i")"
-  [[ $serial != "${CREDS[$i]%% *}" ]] && renewed=$((renewed + 1))
-  [[ $ca = "$ca_now" && $ca != "${CREDS[$i]#* }" ]] && same_ca=$((same_ca + 1))
-  # one CA loaded (the new one) and no next-CA file left
-  # shellcheck disable=SC2016 # expanded on the node
-  L "$i" '[ ! -e /etc/swanctl/x509ca/k8s-ipsec-ca-next.crt ] &&
-    [ "$(swanctl --list-certs --type x509 --flag ca --raw 2>/dev/null | grep -c "^list-cert event")" = 1 ]' 2>/dev/null &&
-    one_ca=$((one_ca + 1))
+  [[ -n $serial && $serial != "${CREDS[$i]%% *}" ]] && renewed=$((renewed + 1))
+  if [[ $ROTATE = ca ]]; then
+    [[ $ca = "$ca_now" && $ca != "${CREDS[$i]#* }" ]] && same_ca=$((same_ca + 1))
+    # one CA loaded (the new one) and no next-CA file left
+    # shellcheck disable=SC2016 # expanded on the node
+    L "$i" '[ ! -e /etc/swanctl/x509ca/k8s-ipsec-ca-next.crt ] &&
+      [ "$(swanctl --list-certs --type x509 --flag ca --raw 2>/dev/null | grep -c "^list-cert event")" = 1 ]' \
+      2>/dev/null && one_ca=$((one_ca + 1))
+  fi
   # every IKE_SA of node i is a new one (a new uniqueid for each connection)
   while read -r conn id; do
     [[ -n $conn ]] || continue
@@ -59,7 +67,13 @@ for ((i = 1; i <= N; i++)); do
     grep -qx "$conn $id" <<<"${SAS[$i]}" || reauthed=$((reauthed + 1))
   done < <(ike_ids "$i")
 done
-((renewed == N && same_ca == N && one_ca == N && pairs == N * (N - 1) && reauthed == pairs)) || ok=n
-settle_sas "after CA rotation" || ok=n
-record "18 CA rotation (rotate.yml -e rotate=ca)" "$([[ $ok = y && $lostok = y ]] && echo PASS || echo FAIL)" \
-  "$rot_s s; new key+certificate $renewed/$N, new CA $same_ca/$N, only it loaded $one_ca/$N, IKE_SAs re-established $reauthed/$pairs; lost/sent: ${lost}(XfrmAcquireError +$dropped); $esp ESP packets, $clear cleartext"
+if [[ $ROTATE = ca ]]; then
+  ((same_ca == N && one_ca == N)) || ok=n
+  what="new key+certificate $renewed/$N, new CA $same_ca/$N, only it loaded $one_ca/$N"
+else
+  what="new pair secrets $renewed/$N"
+fi
+((renewed == N && pairs == N * (N - 1) && reauthed == pairs)) || ok=n
+settle_sas "after $ROTATE rotation" || ok=n
+record "18 $ROTATE rotation (rotate.yml -e rotate=$ROTATE)" "$([[ $ok = y && $lostok = y ]] && echo PASS || echo FAIL)" \
+  "$rot_s s; $what, IKE_SAs re-established $reauthed/$pairs; lost/sent: ${lost}(XfrmAcquireError +$dropped); $esp ESP packets, $clear cleartext"
