@@ -13,7 +13,7 @@
 #        E2E_CRI_CYCLES  pod sandboxes made and removed through containerd's CRI in check 7 (default 5)
 #        E2E_SETTLE    seconds the SAs may take to settle (default 240)
 #        E2E_PLAN      a plan JSON to use instead of writing one with playbooks/show_plan.yml
-#        LAB_SUITE=bookworm  Debian 12 nodes instead of 13; LAB_TUNNEL_TYPE=vti|xfrm (see lab.sh)
+#        LAB_SUITE=bookworm  Debian 12 nodes instead of 13; LAB_TUNNEL_TYPE=vti|xfrm, LAB_AUTH=psk (see lab.sh)
 # Logs: .lab/logs/e2e-<time>/ (ansible runs, the plan, captures, probes).
 set -euo pipefail
 
