@@ -10,12 +10,17 @@
 #        python3 cni_runtime.py del <pod>          CNI DEL, delete netns pod-<pod>
 #        python3 cni_runtime.py pod-up <pod>       add + an HTTP server in the pod (port 8080), print the address
 #        python3 cni_runtime.py pod-down <pod>     stop the server, del
-#        python3 cni_runtime.py cycle <count>      <count> ADD/DEL cycles in one scratch netns; fails on the first error
+#        python3 cni_runtime.py cycle <count> [--pool N]   <count> ADD/DEL cycles in one scratch netns; fails on the
+#                                                  first error. --pool: host-local may hand out only the N addresses
+#                                                  after the gateway, so a DEL that leaks addresses exhausts the pool
+#                                                  within a few cycles
 #        python3 cni_runtime.py list               pods of this runtime and their addresses
 #        python3 cni_runtime.py serve <pod> <port> the HTTP server itself (started inside the pod's netns by pod-up)
 # HTTP server: GET /        -> "pod=<pod> client=<address the server saw>\n"
 #              GET /blob    -> 10 MiB of data (GET /blob?size=<bytes> for another size), for the MTU check
 import argparse
+import copy
+import ipaddress
 import json
 import os
 import signal
@@ -193,7 +198,23 @@ def pod_down(conf, pod):
     delete(conf, pod)
 
 
-def cycle(conf, count):
+def narrowed(conf, pool):
+    """The conflist with each host-local range cut down to the pool addresses after its gateway."""
+    conf = copy.deepcopy(conf)
+    for plugin in conf["plugins"]:
+        ipam = plugin.get("ipam", {})
+        if ipam.get("type") != "host-local":
+            continue
+        for ranges in ipam.get("ranges", []):
+            for r in ranges:
+                start = ipaddress.ip_address(r["gateway"]) + 1
+                r["rangeStart"], r["rangeEnd"] = str(start), str(start + pool - 1)
+    return conf
+
+
+def cycle(conf, count, pool=None):
+    if pool:
+        conf = narrowed(conf, pool)
     ns = "pod-cni-cycle"
     netns_add(ns)
     t0 = time.monotonic()
@@ -207,7 +228,7 @@ def cycle(conf, count):
             cni_del(conf, cid, netns_path(ns))
     finally:
         netns_del(ns)
-    print(f"{count} ADD/DEL cycles ok in {time.monotonic() - t0:.1f} s")
+    print(f"{count} ADD/DEL cycles ok in {time.monotonic() - t0:.1f} s" + (f" (pool of {pool})" if pool else ""))
 
 
 def list_pods(conf):
@@ -263,7 +284,9 @@ def main():
     p = sub.add_parser("pod-up")
     p.add_argument("pod")
     p.add_argument("--port", type=int, default=PORT)
-    sub.add_parser("cycle").add_argument("count", type=int)
+    p = sub.add_parser("cycle")
+    p.add_argument("count", type=int)
+    p.add_argument("--pool", type=int)
     sub.add_parser("list")
     p = sub.add_parser("serve")
     p.add_argument("pod")
@@ -284,7 +307,7 @@ def main():
         elif args.cmd == "pod-down":
             pod_down(conf, args.pod)
         elif args.cmd == "cycle":
-            cycle(conf, args.count)
+            cycle(conf, args.count, args.pool)
         elif args.cmd == "list":
             list_pods(conf)
     except (CNIError, OSError, subprocess.CalledProcessError) as e:
