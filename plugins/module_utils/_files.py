@@ -92,6 +92,11 @@ def _text(data):
     return data.decode("utf-8", "replace")
 
 
+def _diff(path, before, after):
+    """One file's diff as Ansible shows it."""
+    return {"before_header": path, "after_header": path, "before": before, "after": after}
+
+
 def plan_changes(wanted):
     """What differs between the wanted files and the node: one dict per file to change, with the reasons
     (created, content, mode, owner), the missing parent directories, and a diff as Ansible shows it."""
@@ -122,12 +127,7 @@ def plan_changes(wanted):
                 want,
                 reasons=reasons,
                 directories=missing,
-                diff={
-                    "before_header": want["path"],
-                    "after_header": want["path"],
-                    "before": before,
-                    "after": _text(want["content"]),
-                },
+                diff=_diff(want["path"], before, _text(want["content"])),
             )
         )
     return changes
@@ -149,13 +149,7 @@ def plan_removals(paths):
         if os.path.isfile(path):
             with open(path, "rb") as f:
                 before = _text(f.read())
-        changes.append(
-            {
-                "path": path,
-                "reasons": ["removed"],
-                "diff": {"before_header": path, "after_header": path, "before": before, "after": ""},
-            }
-        )
+        changes.append({"path": path, "reasons": ["removed"], "diff": _diff(path, before, "")})
     return changes
 
 
@@ -179,7 +173,7 @@ def apply_change(change):
             os.mkdir(directory, DIRECTORY_MODE)
             os.chmod(directory, DIRECTORY_MODE)
     path = change["path"]
-    if change["reasons"] in (["mode"], ["owner"], ["mode", "owner"]):
+    if set(change["reasons"]) <= {"mode", "owner"}:
         os.chown(path, change["uid"], change["gid"])
         os.chmod(path, change["mode"])
         return

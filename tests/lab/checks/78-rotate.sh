@@ -16,11 +16,14 @@ grep -q '^ *strongswan_auth: psk' "$ROOT/.lab/inventory/hosts.yml" && ROTATE=psk
 # "<serial> <CA fingerprint>" of node i's certificate and trusted CA; in psk mode, the digest of its pair secrets
 # shellcheck disable=SC2016 # expanded on the node
 creds_of() {
-  if [[ $ROTATE = psk ]]; then L "$1" 'sha256sum /etc/swanctl/conf.d/k8s-ipsec-secrets.conf | cut -d" " -f1' 2>/dev/null
-    return; fi
-  L "$1" 'openssl x509 -noout -serial -in /etc/swanctl/x509/k8s-ipsec.crt | cut -d= -f2
-  openssl x509 -noout -fingerprint -sha256 -in /etc/swanctl/x509ca/k8s-ipsec-ca.crt | cut -d= -f2' 2>/dev/null |
-  paste -sd' ' -; }
+  if [[ $ROTATE = psk ]]; then
+    L "$1" 'sha256sum /etc/swanctl/conf.d/k8s-ipsec-secrets.conf | cut -d" " -f1' 2>/dev/null
+  else
+    L "$1" 'openssl x509 -noout -serial -in /etc/swanctl/x509/k8s-ipsec.crt | cut -d= -f2
+    openssl x509 -noout -fingerprint -sha256 -in /etc/swanctl/x509ca/k8s-ipsec-ca.crt | cut -d= -f2' 2>/dev/null |
+      paste -sd' ' -
+  fi
+}
 acquire_errors() { L "$1" "awk '/XfrmAcquireError/ {print \$2}' /proc/net/xfrm_stat" 2>/dev/null || echo 0; }
 
 declare -A CREDS=() SAS=() ACQ=()
