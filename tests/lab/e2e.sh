@@ -72,12 +72,10 @@ source "$HERE/lib/plan.sh"
 # shellcheck source=tests/lab/lib/common.sh
 source "$HERE/lib/common.sh"
 
-CYC_PID=
 cleanup() {
   local rc=$? s
   set +e
   capture_kill
-  if [[ -n $CYC_PID ]]; then kill "$CYC_PID" 2>/dev/null; wait "$CYC_PID" 2>/dev/null; fi
   ((rc == 0)) || { ((${#RESULTS[@]} > 0)) && ! all_passed; } || RESULTS+=("e2e script|FAIL|aborted with status $rc")
   print_table
   for s in "$LAB_SSH_CONTROL_DIR"/n*; do [[ -S $s ]] && "$LABSH" ssh-close "${s##*/n}"; done
