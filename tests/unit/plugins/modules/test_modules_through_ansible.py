@@ -7,7 +7,7 @@ import pytest
 from ansible_cli import run_ansible
 
 
-def adhoc(module, arguments, check=False):
+def adhoc(module, arguments, check=False, env=None):
     extra = ["--check"] if check else []
     proc = run_ansible(
         "ansible",
@@ -22,6 +22,7 @@ def adhoc(module, arguments, check=False):
         env_extra={
             "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
             "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+            **(env or {}),
         },
     )
     output = json.loads(proc.stdout)
@@ -164,3 +165,67 @@ def test_node_files_refuses_a_bad_entry_before_writing_any(tmp_path):
     assert rc != 0
     assert result["msg"].startswith("nothing written: ") and "bad: mode '9'" in result["msg"]
     assert not good.exists()
+
+
+# systemd as node_units sees it: units known by a file each in the state folder, enabled and active by marker files.
+FAKE_SYSTEMCTL = """#!/bin/sh
+state={state}
+echo "$*" >>"$state/calls"
+action=$1; shift
+units=$(for arg; do case $arg in -*) ;; *) echo "$arg" ;; esac; done)
+case $action in
+  show)
+    for unit in $units; do
+      if [ -e "$state/$unit" ]; then load=loaded; else load=not-found; fi
+      if [ -e "$state/$unit.active" ]; then active=active; else active=inactive; fi
+      if [ -e "$state/$unit.enabled" ]; then file=enabled; else file=disabled; fi
+      printf 'LoadState=%s\\nActiveState=%s\\nUnitFileState=%s\\n\\n' "$load" "$active" "$file"
+    done ;;
+  enable) for unit in $units; do touch "$state/$unit.enabled"; done ;;
+  start|restart) for unit in $units; do touch "$state/$unit.active"; done ;;
+esac
+"""
+
+
+def fake_systemctl(tmp_path, *units):
+    state = tmp_path / "systemd"
+    state.mkdir()
+    for unit in units:
+        (state / unit).touch()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL.format(state=state))
+    (bin_dir / "systemctl").chmod(0o755)
+    return state / "calls", {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_node_units_enables_and_starts_in_one_call_each_and_then_changes_nothing(tmp_path):
+    calls, env = fake_systemctl(tmp_path, "a.service", "b.timer")
+    units = {"units": [{"name": "a", "enabled": True, "state": "started"}, {"name": "b.timer", "enabled": True}]}
+    units["daemon_reload"] = True
+    show = "show --property=LoadState,ActiveState,UnitFileState -- a.service b.timer"
+
+    rc, result = adhoc("k8s_ipsec.cni.node_units", units, check=True, env=env)
+    assert rc == 0 and result["changed"] is True and result["enabled"] == ["a.service", "b.timer"]
+    assert calls.read_text().splitlines() == [show]
+
+    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
+    assert rc == 0 and result["started"] == ["a.service"]
+    # the enable reloads the manager: no daemon-reload of its own
+    assert calls.read_text().splitlines()[1:] == [show, "enable -- a.service b.timer", "start -- a.service"]
+
+    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
+    assert rc == 0 and result["changed"] is False
+    assert calls.read_text().splitlines()[4:] == [show, "daemon-reload"]
+
+
+def test_node_units_refuses_an_unknown_unit_before_changing_any(tmp_path):
+    calls, env = fake_systemctl(tmp_path, "a.service")
+    units = {"units": [{"name": "a", "enabled": True}, {"name": "gone", "enabled": True}]}
+    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
+    assert rc != 0
+    assert result["msg"] == (
+        "nothing changed: systemd does not know gone.service: write the unit file first (the role's earlier task), "
+        "then run again"
+    )
+    assert [c.split()[0] for c in calls.read_text().splitlines()] == ["show"]
