@@ -198,12 +198,17 @@ outage_start() { # outage_start <i> <j>: pod a<i> pings pod a<j> every 0.2 s, in
     >/run/k8s-ipsec-lab-ping.log 2>&1 </dev/null & echo \$! >/run/k8s-ipsec-lab-ping.pid" || true
 }
 
+# Lost: the requests without a reply below the last one answered (each named with its time), not the one still in
+# flight when the pinger is stopped, which ping's own summary counts as lost.
 outage_stop() { # outage_stop <i>: stops the pinger of node i; prints "<longest gap between replies>s <lost>/<sent>"
   # shellcheck disable=SC2016 # expanded on the node
   L "$1" 'kill -INT "$(cat /run/k8s-ipsec-lab-ping.pid)" 2>/dev/null; sleep 1
-    awk -F"[][]" '"'"'/bytes from/ { t = $2 + 0; if (p && t - p > gap) gap = t - p; p = t }
-      / packets transmitted/ { split($0, a, " "); sent = a[1]; recv = a[4] }
-      END { printf "%.1fs %d/%d\n", gap, sent - recv, sent }'"'"' /run/k8s-ipsec-lab-ping.log' 2>/dev/null || echo "?s ?/?"
+    awk -F"[][]" '"'"'/bytes from/ { t = $2 + 0; if (p && t - p > gap) gap = t - p; p = t
+        if (match($0, /icmp_seq=[0-9]+/)) { s = substr($0, RSTART + 9, RLENGTH - 9) + 0; got[s] = t; if (s > top) top = s } }
+      / packets transmitted/ { split($0, a, " "); sent = a[1] }
+      END { lost = 0; which = ""
+        for (s = 1; s <= top; s++) if (!(s in got)) { lost++; if (lost <= 5) which = which sprintf(" seq %d after %.1f", s, got[s - 1]) }
+        printf "%.1fs %d/%d%s\n", gap, lost, sent, which }'"'"' /run/k8s-ipsec-lab-ping.log' 2>/dev/null || echo "?s ?/?"
 }
 
 # ---------------------------------------------------------------- captures on br0 (checks 3 and 6)
