@@ -198,8 +198,8 @@ outage_start() { # outage_start <i> <j>: pod a<i> pings pod a<j> every 0.2 s, in
     >/run/k8s-ipsec-lab-ping.log 2>&1 </dev/null & echo \$! >/run/k8s-ipsec-lab-ping.pid" || true
 }
 
-# Lost: the requests without a reply below the last one answered (each named with its time), not the one still in
-# flight when the pinger is stopped, which ping's own summary counts as lost.
+# Lost: the requests without a reply below the last one answered (each named with the time of the reply before it),
+# not the one still in flight when the pinger is stopped, which ping's own summary counts as lost.
 outage_stop() { # outage_stop <i>: stops the pinger of node i; prints "<longest gap between replies>s <lost>/<sent>"
   # shellcheck disable=SC2016 # expanded on the node
   L "$1" 'kill -INT "$(cat /run/k8s-ipsec-lab-ping.pid)" 2>/dev/null; sleep 1
@@ -207,7 +207,7 @@ outage_stop() { # outage_stop <i>: stops the pinger of node i; prints "<longest 
         if (match($0, /icmp_seq=[0-9]+/)) { s = substr($0, RSTART + 9, RLENGTH - 9) + 0; got[s] = t; if (s > top) top = s } }
       / packets transmitted/ { split($0, a, " "); sent = a[1] }
       END { lost = 0; which = ""
-        for (s = 1; s <= top; s++) if (!(s in got)) { lost++; if (lost <= 5) which = which sprintf(" seq %d after %.1f", s, got[s - 1]) }
+        for (s = 1; s <= top; s++) if (s in got) last = got[s]; else { lost++; if (lost <= 5) which = which sprintf(" seq %d after %.1f", s, last) }
         printf "%.1fs %d/%d%s\n", gap, lost, sent, which }'"'"' /run/k8s-ipsec-lab-ping.log' 2>/dev/null || echo "?s ?/?"
 }
 
