@@ -90,6 +90,12 @@ def test_apply_twice_changes_nothing(netns):
         ("iptables -I FORWARD 1 -j ACCEPT", "the jump FORWARD -> K8S-IPSEC-FORWARD is not the first rule"),
         ("iptables -t mangle -D POSTROUTING -j K8S-IPSEC-FAILCLOSED", "POSTROUTING -> K8S-IPSEC-FAILCLOSED"),
         ("iptables -t nat -A K8S-IPSEC-MASQUERADE -j ACCEPT", "chain nat K8S-IPSEC-MASQUERADE differs"),
+        # the same rules in another order: the spoofing drop would come before the pods' own source
+        (
+            "iptables -t raw -D K8S-IPSEC-INBOUND 2 && "
+            "iptables -t raw -A K8S-IPSEC-INBOUND -s 10.128.1.0/24 -i cni0 -j RETURN",
+            "chain raw K8S-IPSEC-INBOUND differs",
+        ),
         ("nft flush ruleset 2>/dev/null || iptables -t raw -F", "K8S-IPSEC-INBOUND"),
     ],
 )
