@@ -11,8 +11,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-SHOW_PROPERTIES = "LoadState,ActiveState,UnitFileState"
-STATES = (None, "started", "restarted")
+SHOW_PROPERTIES = "LoadState,ActiveState,UnitFileState,NeedDaemonReload"
+STATES = (None, "started", "restarted", "reloaded")
 # ActiveState values that count as started: a unit on its way up is not started a second time.
 RUNNING = ("active", "activating", "reloading")
 # UnitFileState values systemctl enable does not change.
@@ -36,7 +36,7 @@ def wanted_units(items):
         seen.add(name)
         state = item.get("state")
         if state not in STATES:
-            problems.append("%s: state %r is not started or restarted" % (name, state))
+            problems.append("%s: state %r is not started, restarted or reloaded" % (name, state))
             continue
         enabled = item.get("enabled")
         wanted.append({"name": name, "enabled": None if enabled is None else bool(enabled), "state": state})
@@ -63,9 +63,11 @@ def parse_show(text, count):
 
 def plan_units(wanted, states, check_mode=False):
     """What to do so that the units are as wanted, given their `systemctl show` states (same order):
-    a dict of unit lists, enable, disable, start and restart. A unit systemd does not know is an error naming it,
-    except in check mode, where the task that writes its file has not written it either."""
-    todo = {"enable": [], "disable": [], "start": [], "restart": []}
+    a dict of unit lists, enable, disable, start, restart and reload (reload-or-restart, which starts a unit that
+    is not running), and under "daemon_reload" whether systemd says a unit's files changed since it read them. A unit
+    systemd does not know is an error naming it, except in check mode, where the task that writes its file has not
+    written it either."""
+    todo = {"enable": [], "disable": [], "start": [], "restart": [], "reload": [], "daemon_reload": False}
     missing = []
     for index, want in enumerate(wanted):
         name, state = want["name"], states[index]
@@ -78,8 +80,13 @@ def plan_units(wanted, states, check_mode=False):
             todo["enable"].append(name)
         if want["enabled"] is False and file_state in ("enabled", "enabled-runtime"):
             todo["disable"].append(name)
+        # An edited unit file or drop-in (a new drop-in folder is not noticed: the role asks for the reload then).
+        if state.get("NeedDaemonReload") == "yes":
+            todo["daemon_reload"] = True
         if want["state"] == "restarted":
             todo["restart"].append(name)
+        elif want["state"] == "reloaded":
+            todo["reload"].append(name)
         elif want["state"] == "started" and (not known or state.get("ActiveState") not in RUNNING):
             todo["start"].append(name)
     if missing:
@@ -90,13 +97,23 @@ def plan_units(wanted, states, check_mode=False):
     return todo
 
 
+# plan_units' unit lists, in the order they run, with the systemctl verb of each.
+ACTIONS = (
+    ("disable", "disable"),
+    ("enable", "enable"),
+    ("restart", "restart"),
+    ("reload", "reload-or-restart"),
+    ("start", "start"),
+)
+
+
 def commands(todo, daemon_reload):
-    """The systemctl calls that carry out a plan, in order. enable and disable reload the manager themselves, so an
-    asked-for daemon-reload is only a call of its own when neither runs."""
+    """The systemctl calls that carry out a plan, in order. enable and disable reload the manager themselves, so a
+    daemon-reload (asked for, or needed by a unit whose files changed) is only a call of its own when neither runs."""
     calls = []
-    if daemon_reload and not (todo["enable"] or todo["disable"]):
+    if (daemon_reload or todo.get("daemon_reload")) and not (todo["enable"] or todo["disable"]):
         calls.append(["daemon-reload"])
-    for action in ("disable", "enable", "restart", "start"):
-        if todo[action]:
-            calls.append([action, "--"] + todo[action])
+    for key, verb in ACTIONS:
+        if todo[key]:
+            calls.append([verb, "--"] + todo[key])
     return calls

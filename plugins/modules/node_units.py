@@ -46,13 +46,18 @@ options:
       state:
         description:
           - C(started) starts it if it is not running; C(restarted) restarts it, and always counts as a change.
-          - Left as it is when not given.
+          - C(reloaded) reloads it when it runs (restarts it when it has no reload) and starts it when it does not
+            (C(systemctl reload-or-restart)); it always counts as a change. For a handler that applies changed
+            settings without dropping what the unit holds.
+          - Left as it is when not given; the unit's files are still looked at for a daemon reload.
         type: str
-        choices: [started, restarted]
+        choices: [started, restarted, reloaded]
   daemon_reload:
     description:
       - Reload the service manager first, for unit files changed earlier in the play. Skipped when an enable or
         disable runs, since those reload it themselves.
+      - It is also reloaded, asked or not, when systemd says a listed unit's file or drop-in changed since it read
+        it (C(NeedDaemonReload)); a drop-in in a folder that did not exist then is not noticed, so ask for it.
       - Not counted as a change.
     type: bool
     default: false
@@ -100,10 +105,22 @@ restarted:
   type: list
   elements: str
   sample: []
+reloaded:
+  description: The units reloaded, or started when they were not running.
+  returned: always
+  type: list
+  elements: str
+  sample: [k8s-ipsec-firewall.service]
+daemon_reloaded:
+  description: Whether the service manager was reloaded (by a call of its own, or by an enable or disable).
+  returned: always
+  type: bool
+  sample: true
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k8s_ipsec.cni.plugins.module_utils._units import (
+    ACTIONS,
     SHOW_PROPERTIES,
     commands,
     parse_show,
@@ -122,7 +139,7 @@ def main():
                 options=dict(
                     name=dict(type="str", required=True),
                     enabled=dict(type="bool"),
-                    state=dict(type="str", choices=["started", "restarted"]),
+                    state=dict(type="str", choices=["started", "restarted", "reloaded"]),
                 ),
             ),
             daemon_reload=dict(type="bool", default=False),
@@ -153,11 +170,15 @@ def main():
             )
         done.append(" ".join(call))
     module.exit_json(
-        changed=any(todo.values()),
+        changed=any(todo[key] for key, _ in ACTIONS),
         enabled=todo["enable"],
         disabled=todo["disable"],
         started=todo["start"],
         restarted=todo["restart"],
+        reloaded=todo["reload"],
+        daemon_reloaded=bool(
+            todo["enable"] or todo["disable"] or module.params["daemon_reload"] or todo["daemon_reload"]
+        ),
     )
 
 

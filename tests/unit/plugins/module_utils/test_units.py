@@ -30,7 +30,7 @@ def test_wanted_units_names_every_bad_entry_at_once():
         wanted_units([{"name": "a.service"}, {"name": "a"}, {"name": "../x"}, {"name": "b", "state": "stopped"}])
     assert str(e.value) == (
         "a.service: given twice; '../x': not a unit name such as k8s-ipsec-cni0.service; "
-        "b.service: state 'stopped' is not started or restarted"
+        "b.service: state 'stopped' is not started, restarted or reloaded"
     )
 
 
@@ -47,7 +47,14 @@ def test_plan_enables_and_starts_only_what_is_not_yet():
         [{"name": "a", "enabled": True, "state": "started"}, {"name": "b", "enabled": True, "state": "started"}]
     )
     todo = plan_units(wanted, parse_show(SHOW, 3)[:2])
-    assert todo == {"enable": ["a.service"], "disable": [], "start": ["a.service"], "restart": []}
+    assert todo == {
+        "enable": ["a.service"],
+        "disable": [],
+        "start": ["a.service"],
+        "restart": [],
+        "reload": [],
+        "daemon_reload": False,
+    }
 
 
 def test_plan_restarts_always_and_disables_an_enabled_unit():
@@ -57,11 +64,24 @@ def test_plan_restarts_always_and_disables_an_enabled_unit():
         "disable": ["b.service"],
         "start": [],
         "restart": ["a.service"],
+        "reload": [],
+        "daemon_reload": False,
     }
+
+
+def test_plan_reloads_running_and_stopped_units_alike_and_notices_edited_unit_files():
+    edited = "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\nNeedDaemonReload=yes\n"
+    wanted = wanted_units([{"name": "a", "state": "reloaded"}, {"name": "b", "state": "reloaded"}, {"name": "e"}])
+    todo = plan_units(wanted, parse_show(SHOW, 3)[:2] + parse_show(edited, 1))
+    assert todo["reload"] == ["a.service", "b.service"]
+    assert todo["daemon_reload"] is True
+    # nothing asked of e: its edited file alone is a daemon-reload, not a change of any unit
+    assert commands(todo, False) == [["daemon-reload"], ["reload-or-restart", "--", "a.service", "b.service"]]
 
 
 def test_plan_leaves_a_unit_alone_when_nothing_is_asked():
     assert not any(plan_units(wanted_units([{"name": "a"}]), parse_show(SHOW, 3)[:1]).values())
+    assert commands(plan_units(wanted_units([{"name": "a"}]), parse_show(SHOW, 3)[:1]), False) == []
 
 
 def test_plan_refuses_a_unit_systemd_does_not_know_except_in_check_mode():
@@ -76,15 +96,20 @@ def test_plan_refuses_a_unit_systemd_does_not_know_except_in_check_mode():
 @pytest.mark.parametrize(
     ("todo", "reload", "calls"),
     [
-        ({"enable": [], "disable": [], "start": [], "restart": []}, False, []),
-        ({"enable": [], "disable": [], "start": [], "restart": []}, True, [["daemon-reload"]]),
+        ({"enable": [], "disable": [], "start": [], "restart": [], "reload": []}, False, []),
+        ({"enable": [], "disable": [], "start": [], "restart": [], "reload": []}, True, [["daemon-reload"]]),
         # enable reloads the manager itself: no second reload
         (
-            {"enable": ["a", "b"], "disable": [], "start": ["a"], "restart": ["c"]},
+            {"enable": ["a", "b"], "disable": [], "start": ["a"], "restart": ["c"], "reload": ["f"]},
             True,
-            [["enable", "--", "a", "b"], ["restart", "--", "c"], ["start", "--", "a"]],
+            [
+                ["enable", "--", "a", "b"],
+                ["restart", "--", "c"],
+                ["reload-or-restart", "--", "f"],
+                ["start", "--", "a"],
+            ],
         ),
-        ({"enable": [], "disable": ["d"], "start": [], "restart": []}, True, [["disable", "--", "d"]]),
+        ({"enable": [], "disable": ["d"], "start": [], "restart": [], "reload": []}, True, [["disable", "--", "d"]]),
     ],
 )
 def test_commands_run_one_call_per_action_and_fold_the_reload_into_enable(todo, reload, calls):

@@ -167,7 +167,8 @@ def test_node_files_refuses_a_bad_entry_before_writing_any(tmp_path):
     assert not good.exists()
 
 
-# systemd as node_units sees it: units known by a file each in the state folder, enabled and active by marker files.
+# systemd as node_units sees it: units known by a file each in the state folder, enabled, active and edited (its file
+# changed since the last daemon-reload) by marker files.
 FAKE_SYSTEMCTL = """#!/bin/sh
 state={state}
 echo "$*" >>"$state/calls"
@@ -179,10 +180,13 @@ case $action in
       if [ -e "$state/$unit" ]; then load=loaded; else load=not-found; fi
       if [ -e "$state/$unit.active" ]; then active=active; else active=inactive; fi
       if [ -e "$state/$unit.enabled" ]; then file=enabled; else file=disabled; fi
-      printf 'LoadState=%s\\nActiveState=%s\\nUnitFileState=%s\\n\\n' "$load" "$active" "$file"
+      if [ -e "$state/$unit.edited" ]; then edited=yes; else edited=no; fi
+      printf 'LoadState=%s\\nActiveState=%s\\nUnitFileState=%s\\nNeedDaemonReload=%s\\n\\n' \\
+        "$load" "$active" "$file" "$edited"
     done ;;
-  enable) for unit in $units; do touch "$state/$unit.enabled"; done ;;
-  start|restart) for unit in $units; do touch "$state/$unit.active"; done ;;
+  daemon-reload) rm -f "$state"/*.edited ;;
+  enable) rm -f "$state"/*.edited; for unit in $units; do touch "$state/$unit.enabled"; done ;;
+  start|restart|reload-or-restart) for unit in $units; do touch "$state/$unit.active"; done ;;
 esac
 """
 
@@ -203,7 +207,7 @@ def test_node_units_enables_and_starts_in_one_call_each_and_then_changes_nothing
     calls, env = fake_systemctl(tmp_path, "a.service", "b.timer")
     units = {"units": [{"name": "a", "enabled": True, "state": "started"}, {"name": "b.timer", "enabled": True}]}
     units["daemon_reload"] = True
-    show = "show --property=LoadState,ActiveState,UnitFileState -- a.service b.timer"
+    show = "show --property=LoadState,ActiveState,UnitFileState,NeedDaemonReload -- a.service b.timer"
 
     rc, result = adhoc("k8s_ipsec.cni.node_units", units, check=True, env=env)
     assert rc == 0 and result["changed"] is True and result["enabled"] == ["a.service", "b.timer"]
@@ -217,6 +221,22 @@ def test_node_units_enables_and_starts_in_one_call_each_and_then_changes_nothing
     rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
     assert rc == 0 and result["changed"] is False
     assert calls.read_text().splitlines()[4:] == [show, "daemon-reload"]
+
+
+def test_node_units_reloads_what_runs_starts_what_does_not_and_rereads_an_edited_unit_first(tmp_path):
+    calls, env = fake_systemctl(tmp_path, "a.service", "b.service", "a.service.active", "a.service.edited")
+    units = {"units": [{"name": "a", "state": "reloaded"}, {"name": "b", "state": "reloaded"}]}
+    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
+    assert rc == 0 and result["changed"] is True
+    assert result["reloaded"] == ["a.service", "b.service"] and result["daemon_reloaded"] is True
+    assert calls.read_text().splitlines()[1:] == ["daemon-reload", "reload-or-restart -- a.service b.service"]
+    assert (tmp_path / "systemd/b.service.active").exists()
+
+    # a unit only looked at: its edited file is re-read, and that is no change
+    (tmp_path / "systemd/a.service.edited").touch()
+    rc, result = adhoc("k8s_ipsec.cni.node_units", {"units": [{"name": "a"}]}, env=env)
+    assert rc == 0 and result["changed"] is False and result["daemon_reloaded"] is True
+    assert calls.read_text().splitlines()[-1] == "daemon-reload"
 
 
 def test_node_units_refuses_an_unknown_unit_before_changing_any(tmp_path):
