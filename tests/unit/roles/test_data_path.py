@@ -301,8 +301,11 @@ case "$*" in
   "-o link show type "*)
     for f in "$FAKE_STATE"/link/*; do if [ -e "$f" ]; then grep -F "    $5 " "$f" || true; fi; done ;;
   "link show "*) [ -e "$FAKE_STATE/link/$3" ]; exit ;;
+  "-d -o link show") cat "$FAKE_STATE"/link/* 2>/dev/null || true ;;
   "-d -o link show "*) cat "$FAKE_STATE/link/$5" 2>/dev/null; exit ;;
+  "-4 -o addr show") cat "$FAKE_STATE"/ifaddr/* 2>/dev/null || true ;;
   "-4 -o addr show dev "*) cat "$FAKE_STATE/ifaddr/$6" 2>/dev/null || true ;;
+  "-4 -o route show") cat "$FAKE_STATE/routes" ;;
   "-4 -o route show exact "*) awk -v s="$6" '$1 == s' "$FAKE_STATE/routes" ;;
 esac
 exit 0
@@ -563,6 +566,13 @@ def break_node(node, drift):
     if drift == "down":
         node.tunnel(peer, up=False)
         return f"tunnel {device} is down"
+    if drift == "no address":
+        (node.state / "ifaddr" / device).unlink()
+        return f"tunnel {device} lacks {node.plan['gateway']}/32"
+    if drift == "route elsewhere":
+        routes = (node.state / "routes").read_text()
+        (node.state / "routes").write_text(routes.replace(f" dev {device} ", " dev eth0 "))
+        return f"route {peer['remote_subnet']} dev {device} src {node.plan['gateway']} is missing"
     if drift == "stale of the other kind":
         stale = f"{node.prefix}{node.plan['index'] + 100}"
         node.other(stale, other)
@@ -570,7 +580,9 @@ def break_node(node, drift):
     raise AssertionError(drift)
 
 
-@pytest.mark.parametrize("drift", ["missing", "other kind", "other key", "down", "stale of the other kind"])
+@pytest.mark.parametrize(
+    "drift", ["missing", "other kind", "other key", "down", "no address", "route elsewhere", "stale of the other kind"]
+)
 def test_check_reports_what_differs(last_node, drift):
     node = last_node.healthy()
     expected = break_node(node, drift)
