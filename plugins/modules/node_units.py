@@ -170,7 +170,7 @@ def main():
             )
         done.append(" ".join(call))
     module.exit_json(
-        changed=any(todo[key] for key, _ in ACTIONS),
+        changed=any(todo[action[0]] for action in ACTIONS),
         enabled=todo["enable"],
         disabled=todo["disable"],
         started=todo["start"],
