@@ -117,3 +117,8 @@ def commands(todo, daemon_reload):
         if todo[key]:
             calls.append([verb, "--"] + todo[key])
     return calls
+
+
+def reloads_manager(calls):
+    """Whether these systemctl calls reload the service manager: a daemon-reload, or an enable or disable."""
+    return any(call[0] in ("daemon-reload", "enable", "disable") for call in calls)

@@ -125,6 +125,7 @@ from ansible_collections.k8s_ipsec.cni.plugins.module_utils._units import (
     commands,
     parse_show,
     plan_units,
+    reloads_manager,
     wanted_units,
 )
 
@@ -159,8 +160,9 @@ def main():
         todo = plan_units(wanted, parse_show(out, len(names)), module.check_mode)
     except ValueError as e:
         module.fail_json(msg="nothing changed: %s" % e)
+    calls = commands(todo, module.params["daemon_reload"])
     done = []
-    for call in [] if module.check_mode else commands(todo, module.params["daemon_reload"]):
+    for call in [] if module.check_mode else calls:
         rc, out, err = module.run_command([systemctl] + call)
         if rc != 0:
             module.fail_json(
@@ -176,9 +178,7 @@ def main():
         started=todo["start"],
         restarted=todo["restart"],
         reloaded=todo["reload"],
-        daemon_reloaded=bool(
-            todo["enable"] or todo["disable"] or module.params["daemon_reload"] or todo["daemon_reload"]
-        ),
+        daemon_reloaded=reloads_manager(calls),
     )
 
 

@@ -1,7 +1,13 @@
 """The units' plan: what a role's node_units task enables, starts and restarts, and with which systemctl calls."""
 
 import pytest
-from ansible_collections.k8s_ipsec.cni.plugins.module_utils._units import commands, parse_show, plan_units, wanted_units
+from ansible_collections.k8s_ipsec.cni.plugins.module_utils._units import (
+    commands,
+    parse_show,
+    plan_units,
+    reloads_manager,
+    wanted_units,
+)
 
 SHOW = """LoadState=loaded
 ActiveState=inactive
@@ -114,3 +120,9 @@ def test_plan_refuses_a_unit_systemd_does_not_know_except_in_check_mode():
 )
 def test_commands_run_one_call_per_action_and_fold_the_reload_into_enable(todo, reload, calls):
     assert commands(todo, reload) == calls
+    # every case but the empty plan reloads the manager: by a call of its own, or through enable or disable
+    assert reloads_manager(calls) is bool(calls)
+
+
+def test_a_restart_or_start_alone_does_not_reload_the_manager():
+    assert reloads_manager([["restart", "--", "a.service"], ["start", "--", "b.service"]]) is False
