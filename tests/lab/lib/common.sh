@@ -26,6 +26,11 @@ print_table() {
     printf '%-34s %-5s %s\n' "$c" "$r" "$f"
   done
   echo "=================================================================================="
+  # CI shows only the last lines of a run: the failed checks are repeated where they are seen.
+  for row in "${RESULTS[@]}"; do
+    IFS='|' read -r c r f <<<"$row"
+    [[ $r = PASS ]] || printf 'FAILED: %s -- %s\n' "$c" "$f"
+  done
 }
 
 L() { "$LABSH" ssh "$@"; }
