@@ -698,6 +698,7 @@ def charon(tmp_path):
             "K8S_IPSEC_CREDS_LOADED": str(tmp_path / "run" / "loaded"),
             "K8S_IPSEC_SWANCTL_DIR": str(tmp_path / "swanctl"),
             "REAUTH_TIMEOUT": timeout,
+            "REAUTH_FIRST_LOOK": "0",
         }
         run = subprocess.run(
             ["sh", str(SCRIPTS["k8s-ipsec-keeper"]), *verb], env=env, capture_output=True, text=True, check=False
