@@ -2,7 +2,7 @@
 # busybox-static: no registry is reachable from the lab. Runs at image build time inside the node rootfs
 # (tests/lab/files/customize-image.sh), with python3's standard library only.
 #
-#   pause.tar       localhost/k8s-ipsec-lab/pause:1       the pod sandbox: sleeps until containerd kills it
+#   pause.tar       localhost/k8s-ipsec-lab/pause:1       the pod sandbox: sleeps until it is stopped
 #   testserver.tar  localhost/k8s-ipsec-lab/testserver:1  busybox httpd on port 8080:
 #                       GET /      -> "pod=$POD client=<address the server saw>"  (a CGI script)
 #                       GET /blob  -> 10 MiB, for the transfer check through the tunnel MTU
@@ -21,6 +21,15 @@ TESTSERVER = "localhost/k8s-ipsec-lab/testserver:1"
 PORT = 8080
 BLOB_SIZE = 10 * 1024 * 1024
 APPLETS = ("sh", "sleep", "httpd", "cat", "env", "ip", "ping", "wget")
+# Both run as their pod's PID 1, which the kernel spares every signal it has no handler for: like Kubernetes' own
+# pause image they trap SIGTERM, or each stop (a node's shutdown included) would wait for systemd's 90 s timeout.
+PAUSE_ENTRYPOINT = ["/bin/busybox", "sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait"]
+TESTSERVER_ENTRYPOINT = [
+    "/bin/busybox",
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM INT; httpd -f -p 0.0.0.0:%d -h /www & wait" % PORT,
+]
 WHO_CGI = """#!/bin/sh
 printf 'Content-Type: text/plain\\r\\n\\r\\n'
 printf 'pod=%s client=%s\\n' "$POD" "$REMOTE_ADDR"
@@ -119,13 +128,8 @@ def main(argv):
     busybox = argv[2] if len(argv) > 2 else "/bin/busybox"
     os.makedirs(out, exist_ok=True)
     base = busybox_layer(busybox)
-    write_archive(os.path.join(out, "pause.tar"), PAUSE, [base], ["/bin/busybox", "sleep", "2147483647"])
-    write_archive(
-        os.path.join(out, "testserver.tar"),
-        TESTSERVER,
-        [base, www_layer()],
-        ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:%d" % PORT, "-h", "/www"],
-    )
+    write_archive(os.path.join(out, "pause.tar"), PAUSE, [base], PAUSE_ENTRYPOINT)
+    write_archive(os.path.join(out, "testserver.tar"), TESTSERVER, [base, www_layer()], TESTSERVER_ENTRYPOINT)
     print("images in %s: %s, %s" % (out, PAUSE, TESTSERVER))
 
 

@@ -6,7 +6,11 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
+import signal
+import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -57,12 +61,8 @@ def members(layer):
 @pytest.mark.parametrize(
     "archive, name, entrypoint",
     [
-        ("pause.tar", "localhost/k8s-ipsec-lab/pause:1", ["/bin/busybox", "sleep", "2147483647"]),
-        (
-            "testserver.tar",
-            "localhost/k8s-ipsec-lab/testserver:1",
-            ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:8080", "-h", "/www"],
-        ),
+        ("pause.tar", "localhost/k8s-ipsec-lab/pause:1", lab_images.PAUSE_ENTRYPOINT),
+        ("testserver.tar", "localhost/k8s-ipsec-lab/testserver:1", lab_images.TESTSERVER_ENTRYPOINT),
     ],
 )
 def test_archive_names_and_entrypoint(archives, archive, name, entrypoint):
@@ -89,3 +89,33 @@ def test_reproducible(archives, tmp_path):
     lab_images.main(["lab_images.py", str(tmp_path), str(archives / "busybox")])
     for archive in ("pause.tar", "testserver.tar"):
         assert read_layout(tmp_path / archive) == read_layout(archives / archive)
+
+
+@pytest.mark.parametrize("entrypoint", [lab_images.PAUSE_ENTRYPOINT, lab_images.TESTSERVER_ENTRYPOINT])
+def test_entrypoint_as_pid_1_ends_on_sigterm(entrypoint, tmp_path):
+    """A pod's PID 1 gets no signal it has no handler for: the entrypoint's own script, run as PID 1 of a new PID
+    namespace (by the host's sh; an httpd stand-in that only waits), must end on SIGTERM, as containerd and a node's
+    shutdown send it."""
+    httpd = tmp_path / "httpd"
+    httpd.write_text("#!/bin/sh\nexec sleep 1000\n")
+    httpd.chmod(0o755)
+    assert entrypoint[1:3] == ["sh", "-c"]
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "sh", "-c", entrypoint[3]], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    )
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    pid1 = 0
+    try:
+        for _ in range(50):
+            if children.read_text().split():
+                pid1 = int(children.read_text().split()[0])
+                break
+            time.sleep(0.1)
+        assert pid1, "unshare started no PID 1"
+        time.sleep(0.5)  # the trap is set
+        os.kill(pid1, signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(pid1, signal.SIGKILL)
+            proc.wait()
