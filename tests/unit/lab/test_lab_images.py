@@ -106,7 +106,7 @@ def test_entrypoint_as_pid_1_ends_on_sigterm(entrypoint, tmp_path):
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     pid1 = 0
     try:
-        for _ in range(50):
+        for _attempt in range(50):
             if children.read_text().split():
                 pid1 = int(children.read_text().split()[0])
                 break

@@ -105,6 +105,6 @@ def test_a_watcher_that_ends_ends_the_guard_for_systemd_to_start_again(guard, tm
     broken.mkdir()
     (broken / "xtables-monitor").write_text("#!/bin/sh\nexit 1\n")
     (broken / "xtables-monitor").chmod(0o755)
-    out, _ = guard("sleep 1", path_first=f"{broken}:")
+    out, _calls = guard("sleep 1", path_first=f"{broken}:")
     assert "an event watcher ended; exiting so that systemd starts the guard again" in out
     assert "guard status 1" in out
