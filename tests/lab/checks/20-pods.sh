@@ -4,8 +4,9 @@
 # No pod row when all pods are up; a row when one cannot be made. Then a few CRI sandbox cycles (check 7).
 
 no_pod=
+need_pods
 for ((i = 1; i <= N; i++)); do
-  pod_ensure "$i" || no_pod+="a$i "
+  [[ -n ${POD_IP[$i]:-} ]] || no_pod+="a$i "
 done
 [[ -z $no_pod ]] || record "pods up" FAIL "no pod ${no_pod}(CNI ADD or server failed)"
 

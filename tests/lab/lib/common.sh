@@ -113,11 +113,31 @@ EOS
   pod_up "$1"
 }
 
-need_pods() { # every node has its pod (from an earlier check of this run, or found or made now)
-  local i
-  for ((i = 1; i <= N; i++)); do
-    [[ -n ${POD_IP[$i]:-} ]] || pod_ensure "$i" || true
+pods_ensure() { # pods_ensure <i>...: pod_ensure on those nodes at once (each node makes its own pod)
+  local i dir pids=()
+  dir=$(mktemp -d)
+  for i in "$@"; do
+    (
+      pod_ensure "$i" >"$dir/$i.log" 2>&1 || true
+      echo "${POD_IP[$i]:-}" >"$dir/$i.ip"
+    ) &
+    pids+=($!)
   done
+  wait "${pids[@]}" # only these: captures and pingers may run in the background
+  for i in "$@"; do
+    cat "$dir/$i.log"
+    POD_IP[$i]=$(cat "$dir/$i.ip")
+    [[ -n ${POD_IP[$i]} ]] || unset "POD_IP[$i]"
+  done
+  rm -rf "$dir"
+}
+
+need_pods() { # every node has its pod (from an earlier check of this run, or found or made now)
+  local i missing=()
+  for ((i = 1; i <= N; i++)); do
+    [[ -n ${POD_IP[$i]:-} ]] || missing+=("$i")
+  done
+  ((${#missing[@]} == 0)) || pods_ensure "${missing[@]}"
 }
 
 # ---------------------------------------------------------------- reachability (check 2)
