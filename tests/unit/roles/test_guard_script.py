@@ -89,22 +89,24 @@ def test_drifted_firewall_is_restored_when_its_rules_change(guard, tmp_path):
     assert "k8s-ipsec-firewall drifted: firewall is off\nk8s-ipsec-firewall restored\n" in out
 
 
+def stand_in(folder, name, script):
+    """A program named <name> in <folder>, to put first in the guard's PATH; returns the PATH prefix."""
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(f"#!/bin/sh\n{script}\n")
+    (folder / name).chmod(0o755)
+    return f"{folder}:"
+
+
 def test_without_firewall_events_the_rules_are_read_every_interval(guard, tmp_path):
-    legacy = tmp_path / "legacy"
-    legacy.mkdir()
-    (legacy / "iptables").write_text('#!/bin/sh\necho "iptables v1.8.9 (legacy)"\n')
-    (legacy / "iptables").chmod(0o755)
-    out, calls = guard("sleep 4", path_first=f"{legacy}:")
+    legacy = stand_in(tmp_path / "legacy", "iptables", 'echo "iptables v1.8.9 (legacy)"')
+    out, calls = guard("sleep 4", path_first=legacy)
     assert calls[:3] == FIRST_PASS, out
     assert calls.count("firewall check") >= 4, calls
     assert "cni0 check" not in calls[3:], calls
 
 
 def test_a_watcher_that_ends_ends_the_guard_for_systemd_to_start_again(guard, tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "xtables-monitor").write_text("#!/bin/sh\nexit 1\n")
-    (broken / "xtables-monitor").chmod(0o755)
-    out, _calls = guard("sleep 1", path_first=f"{broken}:")
+    broken = stand_in(tmp_path / "broken", "xtables-monitor", "exit 1")
+    out, _calls = guard("sleep 1", path_first=broken)
     assert "an event watcher ended; exiting so that systemd starts the guard again" in out
     assert "guard status 1" in out
