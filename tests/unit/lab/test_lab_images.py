@@ -107,8 +107,9 @@ def test_entrypoint_as_pid_1_ends_on_sigterm(entrypoint, tmp_path):
     pid1 = 0
     try:
         for _attempt in range(50):
-            if children.read_text().split():
-                pid1 = int(children.read_text().split()[0])
+            started = children.read_text().split()
+            if started:
+                pid1 = int(started[0])
                 break
             time.sleep(0.1)
         assert pid1, "unshare started no PID 1"

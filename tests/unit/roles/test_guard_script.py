@@ -14,14 +14,20 @@ SCRIPT = ROOT / "roles/guard/files/k8s-ipsec-guard"
 # A stand-in for k8s-ipsec-<part>: logs "<part> <verb>"; its check fails while the file drift-<part> exists, and
 # its apply removes that file.
 PART = """\
-#!/bin/sh
 part=${0##*/k8s-ipsec-}
 echo "$part $1" >>"$GUARD_DIR/calls"
 case $1 in
   check) [ ! -e "$GUARD_DIR/drift-$part" ] || { echo "$part is off"; exit 1; } ;;
   apply) rm -f "$GUARD_DIR/drift-$part" ;;
-esac
-"""
+esac"""
+
+
+def stand_in(folder, name, script):
+    """A shell program named <name> in <folder>; returns the folder as a PATH prefix."""
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(f"#!/bin/sh\n{script}\n")
+    (folder / name).chmod(0o755)
+    return f"{folder}:"
 
 
 @pytest.fixture
@@ -29,10 +35,8 @@ def guard(tmp_path):
     """Runs the guard in a fresh network namespace while a shell snippet acts on it, then stops it; returns
     (what the guard printed, the calls it made, in order)."""
     sbin = tmp_path / "sbin"
-    sbin.mkdir()
     for part in ("cni0", "tunnels", "firewall"):
-        (sbin / f"k8s-ipsec-{part}").write_text(PART)
-        (sbin / f"k8s-ipsec-{part}").chmod(0o755)
+        stand_in(sbin, f"k8s-ipsec-{part}", PART)
 
     def run(snippet, interval=1, path_first="", expect_status=0):
         # setsid: the guard leads its own process group, so its watchers stop with it.
@@ -87,14 +91,6 @@ def test_drifted_firewall_is_restored_when_its_rules_change(guard, tmp_path):
     )
     assert calls == [*FIRST_PASS, "firewall check", "firewall apply"], out
     assert "k8s-ipsec-firewall drifted: firewall is off\nk8s-ipsec-firewall restored\n" in out
-
-
-def stand_in(folder, name, script):
-    """A program named <name> in <folder>, to put first in the guard's PATH; returns the PATH prefix."""
-    folder.mkdir(exist_ok=True)
-    (folder / name).write_text(f"#!/bin/sh\n{script}\n")
-    (folder / name).chmod(0o755)
-    return f"{folder}:"
 
 
 def test_without_firewall_events_the_rules_are_read_every_interval(guard, tmp_path):
