@@ -114,7 +114,7 @@ EOS
 }
 
 pods_ensure() { # pods_ensure <i>...: pod_ensure on those nodes at once (each node makes its own pod)
-  local i dir pids=()
+  local i ip dir pids=()
   dir=$(mktemp -d)
   for i in "$@"; do
     (
@@ -126,8 +126,8 @@ pods_ensure() { # pods_ensure <i>...: pod_ensure on those nodes at once (each no
   wait "${pids[@]}" # only these: captures and pingers may run in the background
   for i in "$@"; do
     cat "$dir/$i.log"
-    POD_IP[$i]=$(cat "$dir/$i.ip")
-    [[ -n ${POD_IP[$i]} ]] || unset "POD_IP[$i]"
+    ip=$(cat "$dir/$i.ip")
+    [[ -z $ip ]] || POD_IP[$i]=$ip
   done
   rm -rf "$dir"
 }
