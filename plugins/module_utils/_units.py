@@ -11,6 +11,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import shlex
+
 SHOW_PROPERTIES = "LoadState,ActiveState,UnitFileState,NeedDaemonReload"
 STATES = (None, "started", "restarted", "reloaded")
 # ActiveState values that count as started: a unit on its way up is not started a second time.
@@ -122,3 +124,19 @@ def commands(todo, daemon_reload):
 def reloads_manager(calls):
     """Whether these systemctl calls reload the service manager: a daemon-reload, or an enable or disable."""
     return any(call[0] in ("daemon-reload", "enable", "disable") for call in calls)
+
+
+def show_command(wanted):
+    """The shell command that reads the wanted units' states, as the module reads them."""
+    names = " ".join(shlex.quote(w["name"]) for w in wanted)
+    return "systemctl show --property=%s -- %s 2>/dev/null" % (SHOW_PROPERTIES, names)
+
+
+def settled(wanted, show_text, check_mode=False):
+    """Whether the units, as `systemctl show` describes them, are already as wanted: no systemctl call to make.
+    False whenever in doubt (a unit systemd does not know, output that does not parse): the module then decides."""
+    try:
+        todo = plan_units(wanted, parse_show(show_text, len(wanted)), check_mode)
+    except ValueError:
+        return False
+    return not commands(todo, False)

@@ -2,11 +2,14 @@
 
 import os
 import stat
+import subprocess
 
 import pytest
 from ansible_collections.k8s_ipsec.cni.plugins.module_utils._files import (
+    already_applied,
     apply_change,
     desired_files,
+    listing_command,
     parse_mode,
     plan,
     plan_changes,
@@ -113,3 +116,58 @@ def test_absent_files_are_removed_and_missing_ones_ignored(tmp_path):
 def test_a_path_to_write_and_to_remove_is_refused(tmp_path):
     with pytest.raises(ValueError, match="both a file to write and one to remove"):
         plan([{"path": str(tmp_path / "a"), "content": ""}], [str(tmp_path / "a")])
+
+
+def read_node(items, absent=()):
+    """What the node_files action concludes from its shell listing, run here by sh as on a node."""
+    command = listing_command(items, list(absent))
+    listing = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+    return already_applied(items, list(absent), listing)
+
+
+def test_the_shell_listing_sees_every_difference_the_module_writes(tmp_path):
+    items = [
+        {"path": str(tmp_path / "etc" / "unit.conf"), "content": "[Unit]\n", "mode": "0640"},
+        {"path": str(tmp_path / "with space"), "content": ""},
+    ]
+    gone = [str(tmp_path / "old.conf")]
+    assert read_node(items, gone) is False
+    write_all(items)
+    assert read_node(items, gone) is True
+    # content, mode, owner, a file that must go, something that is not a regular file
+    (tmp_path / "etc" / "unit.conf").write_text("[Unit]\n# edited\n")
+    assert read_node(items, gone) is False
+    write_all(items)
+    os.chmod(tmp_path / "with space", 0o600)
+    assert read_node(items, gone) is False
+    write_all(items)
+    assert read_node([dict(items[1], owner="nobody")]) is False
+    (tmp_path / "old.conf").symlink_to(tmp_path / "nowhere")
+    assert read_node(items, gone) is False
+    os.unlink(tmp_path / "old.conf")
+    os.unlink(tmp_path / "with space")
+    os.symlink(tmp_path / "etc" / "unit.conf", tmp_path / "with space")
+    assert read_node(items, gone) is False
+
+
+@pytest.mark.parametrize(
+    "items, absent",
+    [
+        ([{"path": "etc/relative", "content": ""}], []),
+        ([{"path": "~/home", "content": ""}], []),
+        ([{"path": "/etc/$X", "content": ""}], []),
+        ([{"path": "/etc/a", "content": ""}], ["/etc/a"]),
+        ([{"path": "/etc/a", "content": ""}, {"path": "/etc//a", "content": ""}], []),
+        ("not a list", []),
+        ([], []),
+    ],
+)
+def test_arguments_the_module_would_judge_get_no_listing(items, absent):
+    assert listing_command(items, absent) is None
+
+
+def test_a_listing_that_does_not_fit_is_never_taken_as_applied():
+    items = [{"path": "/etc/a", "content": "x", "mode": "0644"}]
+    assert already_applied(items, [], "") is False
+    assert already_applied(items, [], "regular file:644:root:root\n") is False
+    assert already_applied([dict(items[0], mode="9")], [], "regular file:9:root:root:x\n") is False

@@ -6,6 +6,8 @@ from ansible_collections.k8s_ipsec.cni.plugins.module_utils._units import (
     parse_show,
     plan_units,
     reloads_manager,
+    settled,
+    show_command,
     wanted_units,
 )
 
@@ -126,3 +128,17 @@ def test_commands_run_one_call_per_action_and_fold_the_reload_into_enable(todo, 
 
 def test_a_restart_or_start_alone_does_not_reload_the_manager():
     assert reloads_manager([["restart", "--", "a.service"], ["start", "--", "b.service"]]) is False
+
+
+def test_settled_only_when_no_systemctl_call_is_left():
+    wanted = wanted_units([{"name": "a", "enabled": True, "state": "started"}, {"name": "b.timer"}])
+    running = "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\nNeedDaemonReload=no\n\n"
+    assert show_command(wanted).startswith("systemctl show --property=" + "LoadState,")
+    assert settled(wanted, running * 2) is True
+    assert settled(wanted, running.replace("=active", "=failed") + running) is False
+    assert settled(wanted, running.replace("=enabled", "=disabled") + running) is False
+    # an edited unit file is re-read by the module, even when nothing else changes
+    assert settled(wanted, running + running.replace("=no", "=yes")) is False
+    # a unit systemd does not know, and output that does not describe every unit
+    assert settled(wanted, running + "LoadState=not-found\n") is False
+    assert settled(wanted, running) is False

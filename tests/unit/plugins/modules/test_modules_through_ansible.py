@@ -7,8 +7,8 @@ import pytest
 from ansible_cli import run_ansible
 
 
-def adhoc(module, arguments, check=False, env=None):
-    extra = ["--check"] if check else []
+def adhoc(module, arguments, check=False, env=None, extra=()):
+    extra = [*extra, "--check"] if check else list(extra)
     proc = run_ansible(
         "ansible",
         "localhost",
@@ -156,6 +156,35 @@ def test_node_files_writes_only_what_differs_and_check_mode_writes_nothing(tmp_p
     assert rc == 0 and result["changed"] is False and result["changed_paths"] == []
 
 
+# A Python that fails at once: a task that still succeeds never started a module on the node.
+NO_PYTHON = ("-e", "ansible_python_interpreter=/bin/false")
+
+
+def test_node_files_reads_a_node_already_as_wanted_without_python(tmp_path):
+    script = tmp_path / "script"
+    files = {
+        "files": [{"path": str(script), "content": "#!/bin/sh\n", "mode": "0755"}],
+        "absent": [str(tmp_path / "x")],
+    }
+    rc, result = adhoc("k8s_ipsec.cni.node_files", files, extra=NO_PYTHON)
+    assert rc != 0 and not script.exists()
+
+    assert adhoc("k8s_ipsec.cni.node_files", files)[0] == 0
+    rc, result = adhoc("k8s_ipsec.cni.node_files", files, extra=NO_PYTHON)
+    assert rc == 0 and result["changed"] is False and result["changes"] == {}
+
+    # every difference the module writes is one the read sees: content, mode, a file that must go
+    for spoil in (
+        lambda: script.write_text("#!/bin/sh\n# edited\n"),
+        lambda: script.chmod(0o644),
+        (tmp_path / "x").touch,
+    ):
+        spoil()
+        assert adhoc("k8s_ipsec.cni.node_files", files, extra=NO_PYTHON)[0] != 0
+        rc, result = adhoc("k8s_ipsec.cni.node_files", files)
+        assert rc == 0 and result["changed"] is True
+
+
 def test_node_files_refuses_a_bad_entry_before_writing_any(tmp_path):
     good = tmp_path / "good"
     rc, result = adhoc(
@@ -229,7 +258,8 @@ def test_node_units_reloads_what_runs_starts_what_does_not_and_rereads_an_edited
     rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
     assert rc == 0 and result["changed"] is True
     assert result["reloaded"] == ["a.service", "b.service"] and result["daemon_reloaded"] is True
-    assert calls.read_text().splitlines()[1:] == ["daemon-reload", "reload-or-restart -- a.service b.service"]
+    # the action's read, then the module's own
+    assert calls.read_text().splitlines()[2:] == ["daemon-reload", "reload-or-restart -- a.service b.service"]
     assert (tmp_path / "systemd/b.service.active").exists()
 
     # a unit only looked at: its edited file is re-read, and that is no change
@@ -248,4 +278,21 @@ def test_node_units_refuses_an_unknown_unit_before_changing_any(tmp_path):
         "nothing changed: systemd does not know gone.service: write the unit file first (the role's earlier task), "
         "then run again"
     )
-    assert [c.split()[0] for c in calls.read_text().splitlines()] == ["show"]
+    # the action's read, then the module's own, and nothing else
+    assert [c.split()[0] for c in calls.read_text().splitlines()] == ["show", "show"]
+
+
+def test_node_units_reads_units_already_as_wanted_without_python(tmp_path):
+    calls, env = fake_systemctl(tmp_path, "a.service")
+    units = {"units": [{"name": "a", "enabled": True, "state": "started"}]}
+    assert adhoc("k8s_ipsec.cni.node_units", units, env=env, extra=NO_PYTHON)[0] != 0
+    assert adhoc("k8s_ipsec.cni.node_units", units, env=env)[0] == 0
+    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env, extra=NO_PYTHON)
+    assert rc == 0 and result["changed"] is False and result["started"] == []
+    assert calls.read_text().splitlines()[-1].startswith("show ")
+
+    # a unit stopped behind the role's back is started again, through the module
+    (tmp_path / "systemd/a.service.active").unlink()
+    assert adhoc("k8s_ipsec.cni.node_units", units, env=env, extra=NO_PYTHON)[0] != 0
+    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
+    assert rc == 0 and result["started"] == ["a.service"]
