@@ -19,6 +19,12 @@ import stat
 import tempfile
 
 DIRECTORY_MODE = 0o755
+# What a file entry without a mode, owner or group gets, in the module and in the action's read alike.
+FILE_DEFAULTS = {"mode": "0644", "owner": "root", "group": "root"}
+
+
+def _setting(item, key):
+    return item.get(key, FILE_DEFAULTS[key])
 
 
 def parse_mode(value, where):
@@ -61,8 +67,8 @@ def desired_files(items):
             continue
         seen.add(path)
         try:
-            mode = parse_mode(item.get("mode", "0644"), path)
-            uid, gid = _ids(item.get("owner", "root"), item.get("group", "root"), path)
+            mode = parse_mode(_setting(item, "mode"), path)
+            uid, gid = _ids(_setting(item, "owner"), _setting(item, "group"), path)
         except ValueError as e:
             problems.append(str(e))
             continue
@@ -236,12 +242,12 @@ def _listed_as_wanted(item, line):
     if len(fields) != 5 or fields[0] not in _REGULAR:
         return False
     try:
-        mode = parse_mode(item.get("mode", "0644"), item["path"])
+        mode = parse_mode(_setting(item, "mode"), item["path"])
         now_mode = int(fields[1], 8)
     except ValueError:
         return False
     digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
-    wanted = (mode, item.get("owner", "root"), item.get("group", "root"), digest)
+    wanted = (mode, _setting(item, "owner"), _setting(item, "group"), digest)
     return (now_mode, fields[2], fields[3], fields[4]) == wanted
 
 
