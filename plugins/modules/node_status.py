@@ -35,7 +35,7 @@ options:
     default: []
   guarded_units:
     description:
-      - Units that must be active and whose program (the path of their C(ExecStart)) must pass its C(check) verb;
+      - Units that must be active and whose C(ExecStart) command, with C(check) for its last word, must pass;
         what the check prints is reported.
     type: list
     elements: str
@@ -195,14 +195,15 @@ def main():
 
     guards = {}
     for unit in params["guarded_units"]:
-        # The unit's own program: ExecStart={ path=/usr/local/sbin/k8s-ipsec-cni0 ; argv[]=... }
+        # The unit's own command with "check" for its last word:
+        # ExecStart={ path=... ; argv[]=<program> <part> apply ; ... }
         _rc, exec_start, _err = module.run_command(["systemctl", "show", "-P", "ExecStart", unit])
-        program = exec_start.split("path=", 1)[-1].split(" ", 1)[0].strip() if "path=" in exec_start else ""
-        if not program:
+        argv = exec_start.split("argv[]=", 1)[-1].split(" ;", 1)[0].split() if "argv[]=" in exec_start else []
+        if not argv:
             guards[unit] = "no program found"
             problem(unit, "%s has no ExecStart program" % unit, "re-run the role that installs %s" % unit)
             continue
-        rc, out, err = module.run_command([program, "check"])
+        rc, out, err = module.run_command(argv[:-1] + ["check"])
         guards[unit] = "ok" if rc == 0 else (out + err).strip()
         if rc != 0:
             problem(
