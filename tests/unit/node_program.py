@@ -136,7 +136,7 @@ class NodeNetns:
         self.strongswan_state = tmp_path / "strongswan-state"
         self.cni0.write_text(CNI0)
         self.tunnels.write_text(TUNNELS)
-        self.no_tunnels.write_text(TUNNELS.split("# device")[0])
+        self.no_tunnels.write_text(TUNNELS.split("# device", maxsplit=1)[0])
         self.firewall.write_text(FIREWALL.format(peers=self.tunnels))
         self.cache.mkdir()
         self.bin.mkdir()

@@ -293,7 +293,7 @@ def netlink_dump(msg_type, header):
             data = sock.recv(1 << 20)
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
+                length, kind = _NLMSGHDR.unpack_from(data, offset)[:2]
                 if kind == NLMSG_DONE:
                     return
                 if kind == NLMSG_ERROR:
@@ -312,7 +312,7 @@ def _address(data, span):
 
 
 def _parse_link(data, start, end):
-    _, _, index, flags, _ = _IFINFOMSG.unpack_from(data, start)
+    index, flags = _IFINFOMSG.unpack_from(data, start)[2:4]
     attrs = _attrs(data, start + _IFINFOMSG.size, end)
     link = {"index": index, "name": None, "kind": None, "up": bool(flags & IFF_UP), "mtu": None, "master": None}
     if 3 in attrs:  # IFLA_IFNAME
@@ -350,14 +350,14 @@ class Kernel:
             self.by_index[link["index"]] = link
         self.addresses = set()
         for data, start, end in netlink_dump(RTM_GETADDR, _IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)):
-            family, prefixlen, _, _, index = _IFADDRMSG.unpack_from(data, start)
+            family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(data, start)
             attrs = _attrs(data, start + _IFADDRMSG.size, end)
             span = attrs.get(2) or attrs.get(1)  # IFA_LOCAL, else IFA_ADDRESS
             if family == AF_INET and span:
                 self.addresses.add((index, _address(data, span), prefixlen))
         self.routes = {}
         for data, start, end in netlink_dump(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
-            family, dst_len, _, _, table, _, _, kind, _ = _RTMSG.unpack_from(data, start)
+            family, dst_len, _src_len, _tos, table, _protocol, _scope, kind, _flags = _RTMSG.unpack_from(data, start)
             attrs = _attrs(data, start + _RTMSG.size, end)
             if 15 in attrs:  # RTA_TABLE: the table's full number
                 table = _U32.unpack_from(data, attrs[15][0])[0]
@@ -493,7 +493,7 @@ class Bridge:
     def remove(self, ipr, kernel):
         if self.s["bridge"] in kernel.links:
             ipr.link("del", index=kernel.links[self.s["bridge"]]["index"])
-        for _ in kernel.routes.get(str(self.s["cluster_cidr"]), []):
+        for _route in kernel.routes.get(str(self.s["cluster_cidr"]), []):
             try:
                 ipr.route("del", dst=str(self.s["cluster_cidr"]), type="unreachable")
             except Exception as err:  # pylint: disable=broad-except
@@ -855,7 +855,8 @@ class Nft:
 
     def table(self, family="inet"):
         """The listing of our table of that family, or None when there is none."""
-        rc, output, _ = self.nft.json_cmd({"nftables": [{"list": {"table": {"family": family, "name": NFT_TABLE}}}]})
+        listing = {"nftables": [{"list": {"table": {"family": family, "name": NFT_TABLE}}}]}
+        rc, output, _error = self.nft.json_cmd(listing)
         return output if rc == 0 else None
 
 
@@ -1109,7 +1110,7 @@ class Guard:
             ready = selector.select(wait)
             if not ready:
                 return touched
-            for key, _ in ready:
+            for key, _events in ready:
                 if key.data == "net":
                     events.get()
                 elif not os.read(monitor.stdout.fileno(), 65536):
@@ -1205,7 +1206,7 @@ class Keeper:
 
 def creds_digest(directory):
     digest = hashlib.sha256()
-    for root, _, files in sorted(os.walk(directory)):
+    for root, _dirs, files in sorted(os.walk(directory)):
         for name in sorted(files):
             path = os.path.join(root, name)
             digest.update(path.encode() + b"\0")

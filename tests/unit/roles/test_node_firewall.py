@@ -23,7 +23,7 @@ def settings(tmp_path, masquerade="yes", peers=TUNNELS):
 
 
 def test_each_peer_subnet_is_admitted_only_through_its_own_tunnel(tmp_path):
-    _, sets, _ = node.nft_ruleset(settings(tmp_path))
+    sets = node.nft_ruleset(settings(tmp_path))[1]
     assert sets["peer_subnets"]["type"] == ["ifname", "ipv4_addr"]
     assert sets["peer_subnets"]["elem"] == [
         {"concat": ["k8s-ipsec2", {"prefix": {"addr": "10.128.2.0", "len": 24}}]},
@@ -40,7 +40,7 @@ def test_the_pods_are_masqueraded_only_when_the_settings_say_so(tmp_path):
 
 def test_the_rules_only_drop_and_every_chain_accepts_by_default(tmp_path):
     """Nobody else's traffic is let through by this table: other tables' drops still decide."""
-    chains, _, rules = node.nft_ruleset(settings(tmp_path))
+    chains, _sets, rules = node.nft_ruleset(settings(tmp_path))
     assert {chain["policy"] for chain in chains.values()} == {"accept"}
     verdicts = [expr for rule in rules for expr in rule["expr"] if "match" not in expr]
     assert {next(iter(verdict)) for verdict in verdicts} == {"drop", "masquerade"}
@@ -266,7 +266,7 @@ LEGACY = [
 
 def test_apply_replaces_the_chains_and_jumps_of_the_shell_firewall(netns):
     results = netns.steps(*LEGACY, "node firewall check", "node firewall apply", "node firewall check", IPTABLES)
-    assert all(status == 0 for status, _ in results[: len(LEGACY)]), results
+    assert all(status == 0 for status, _out in results[: len(LEGACY)]), results
     assert "the iptables chain K8S-IPSEC-FORWARD differs from the settings" in results[len(LEGACY)][1]
     assert results[len(LEGACY) + 1 : -1] == [(0, ""), (0, "")]
     assert results[-1][1].splitlines() == [

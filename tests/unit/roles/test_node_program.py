@@ -140,7 +140,7 @@ BAD_SETTINGS = [
 
 
 @pytest.mark.parametrize(
-    "part, text, message", BAD_SETTINGS, ids=[f"{part}: {message}" for part, _, message in BAD_SETTINGS]
+    "part, text, message", BAD_SETTINGS, ids=[f"{part}: {message}" for part, _text, message in BAD_SETTINGS]
 )
 def test_a_bad_settings_file_is_refused_naming_the_file_and_the_field(tmp_path, part, text, message):
     peers = write(tmp_path, "peers", TUNNELS)
@@ -255,7 +255,7 @@ STATE = "ip -o link show cni0; ip -o addr show dev cni0; ip route show table all
 
 
 def test_cni0_apply_twice_changes_nothing(netns):
-    (_, first), second, (_, unchanged) = netns.steps("node cni0 apply", STATE, "node cni0 apply", STATE)[1:]
+    (_applied, first), second, (_again, unchanged) = netns.steps("node cni0 apply", STATE, "node cni0 apply", STATE)[1:]
     assert second == (0, "")
     assert unchanged == first
 
@@ -782,7 +782,7 @@ def keeper():
 
 def test_keep_initiates_only_the_down_tunnels_this_end_starts(keeper):
     charon = Charon({"peer3-n3": [sa("peer3-n3", 1)]})
-    kept, log, _ = keeper(charon)
+    kept, log = keeper(charon)[:2]
     kept.keep(charon.read_sas())
     # peer2-n2 is down and started here; peer3-n3 is up; peer4-n4's end starts its own.
     assert charon.events == ["look", "--initiate --child peer2-n2 --timeout 15"]
@@ -797,7 +797,7 @@ def test_prune_closes_only_the_ike_sas_of_our_connections_no_longer_peers(keeper
         "peer6-old": [sa("peer6-old", 9, state="CONNECTING")],
     }
     charon = Charon(sas)
-    kept, log, _ = keeper(charon)
+    kept, log = keeper(charon)[:2]
     kept.prune(charon.read_sas())
     assert charon.events[1:] == [
         "--terminate --ike peer5-n5 --force --timeout 10",
@@ -893,7 +893,7 @@ def keeper_cli(tmp_path):
     (tmp_path / "swanctl" / "x509" / "k8s-ipsec.crt").write_text("issued\n")
 
     def run(*args, peers=KEEPER_PEERS):
-        (tmp_path / "tunnels").write_text(TUNNELS.split("PEERS=")[0] + f"PEERS='\n{peers}'\n")
+        (tmp_path / "tunnels").write_text(TUNNELS.split("PEERS=", maxsplit=1)[0] + f"PEERS='\n{peers}'\n")
         calls = tmp_path / "calls"
         calls.write_text("")
         env = {
@@ -935,7 +935,7 @@ def test_the_keeper_does_nothing_while_charon_is_not_running(keeper_cli):
 
 def test_keeper_refuses_bad_tunnel_settings(keeper_cli, tmp_path):
     (tmp_path / "listing").write_text(LAB_LISTING)
-    status, _, err, calls = keeper_cli("keep", peers="k8s-ipsec2 192.168.64.10 192.168.64.20 3\n")
+    status, _out, err, calls = keeper_cli("keep", peers="k8s-ipsec2 192.168.64.10 192.168.64.20 3\n")
     assert status == 2 and "PEERS line 2" in err and "nothing was changed" in err
     assert calls == []
 

@@ -77,7 +77,7 @@ def test_the_strongswan_unit_holds_peers_ike_sas_until_its_connections_load(thre
     }
     netns = NodeNetns(tmp_path)
     netns.strongswan_state.write_text("activating\n")
-    (pre,), (post,), (stop,) = commands.values()
+    pre, post, stop = commands["ExecStartPre"][0], commands["ExecStartPost"][0], commands["ExecStopPost"][0]
     results = netns.steps(pre, pre, HOLD, IKE, post, HOLD, IKE, pre, stop, HOLD)
     # Twice, as after a failed start that systemd retries: one rule. Only the peer's request is dropped.
     assert results[2:4] == [(0, "1\n"), (0, "reply\n")]
