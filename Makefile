@@ -8,7 +8,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 INVENTORY ?= inventory/vagrant/hosts.yml
 
-.PHONY: setup tools unit pytest lint sanity bench test site lab lab-down e2e vagrant-box molecule-vagrant vagrant-vagrantfile clean
+.PHONY: setup tools unit pytest lint sanity bench bench-node test site lab lab-down e2e vagrant-box molecule-vagrant vagrant-vagrantfile clean
 
 setup: $(VENV)/.installed
 
@@ -18,22 +18,24 @@ $(VENV)/.installed: requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-# Debian tools the fast checks use: shellcheck (pytest and lint), iptables (the firewall script runs for real in a
-# private network namespace in pytest).
+# Debian tools the fast checks use: shellcheck (pytest and lint); iptables, nftables and the node program's Python
+# modules (pytest runs k8s-ipsec-node for real with /usr/bin/python3 in private network namespaces).
 tools:
-	command -v shellcheck >/dev/null && command -v iptables-restore >/dev/null || \
-	  { apt-get update -q && apt-get install -y -q shellcheck iptables; } >/dev/null
+	command -v shellcheck >/dev/null && command -v iptables-restore >/dev/null && command -v nft >/dev/null && \
+	  dpkg -s python3-pyroute2 python3-nftables >/dev/null 2>&1 || \
+	  { apt-get update -q && apt-get install -y -q shellcheck iptables nftables python3-pyroute2 python3-nftables; } \
+	  >/dev/null
 
 pytest: setup tools
 	$(BIN)/pytest -q
 
-# Every shell program: the roles' static scripts and the lab's.
-SHELL_SCRIPTS = roles/*/files/k8s-ipsec-* tests/*.sh tests/lab/*.sh $(wildcard tests/lab/lib/*.sh tests/lab/checks/*.sh) tests/lab/files/*.sh
+# Every shell program: the lab's and the tests'.
+SHELL_SCRIPTS = tests/*.sh tests/lab/*.sh $(wildcard tests/lab/lib/*.sh tests/lab/checks/*.sh) tests/lab/files/*.sh
 
 lint: setup tools
 	shellcheck -x $(SHELL_SCRIPTS)
-	$(BIN)/ruff check plugins tests
-	$(BIN)/ruff format --check plugins tests
+	$(BIN)/ruff check plugins tests roles/node_prep/files
+	$(BIN)/ruff format --check plugins tests roles/node_prep/files
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint -q
 
@@ -44,6 +46,11 @@ unit: pytest lint sanity
 
 bench: setup
 	$(PY) tests/bench_mesh.py
+
+# The node program's apply and check times on a lab node for 10, 100 and 1000 peers (tests/lab/bench_node.sh boots the
+# lab when none is up); BENCH_GUARD_IDLE=<seconds> also measures the guard's CPU time on an idle, converged lab.
+bench-node:
+	tests/lab/bench_node.sh
 
 # The main job: converge site.yml against INVENTORY (real machines), or `make lab` for the local lab.
 site: setup

@@ -76,6 +76,7 @@ cleanup() {
   local rc=$? s
   set +e
   capture_kill
+  outsider_capture_stop
   ((rc == 0)) || { ((${#RESULTS[@]} > 0)) && ! all_passed; } || RESULTS+=("e2e script|FAIL|aborted with status $rc")
   print_table
   for s in "$LAB_SSH_CONTROL_DIR"/n*; do [[ -S $s ]] && "$LABSH" ssh-close "${s##*/n}"; done

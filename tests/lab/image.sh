@@ -39,7 +39,7 @@ PKGS=(
   strongswan-swanctl charon-systemd libstrongswan-standard-plugins libcharon-extra-plugins
   containernetworking-plugins containerd runc
   linux-image-amd64 tcpdump netbase ca-certificates curl less
-  nftables
+  nftables python3-pyroute2 python3-nftables
   python3-grpcio python3-protobuf protobuf-compiler busybox-static
 )
 # python3-grpcio depends on a virtual package in Debian 13 (libre2-11-absl20240722): name what provides it.

@@ -7,7 +7,7 @@
 need_pods
 guard_fig() { # guard_fig <i> <part> <since>: seconds until k8s-ipsec-<part> check passes, and what the guard logged
   local t0=$SECONDS
-  until L "$1" "/usr/local/sbin/k8s-ipsec-$2 check" >/dev/null 2>&1; do
+  until L "$1" "/usr/local/sbin/k8s-ipsec-node $2 check" >/dev/null 2>&1; do
     ((SECONDS - t0 < 60)) || { echo "not repaired after 60 s"; return 1; }
     sleep 0.5
   done

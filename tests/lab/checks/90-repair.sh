@@ -1,11 +1,16 @@
 # shellcheck shell=bash
-# Check 9: on n3, delete the bridge and the FORWARD chain; the cni_bridge and forward_rules playbooks repair them,
+# Check 9: on n3, delete the bridge, the FORWARD chain and the nftables table; the cni_bridge and forward_rules
+# playbooks repair them,
 # then a new pod, the SAs and reachability are back.
 
 need_pods
 # The guard would repair both within seconds: this check proves that re-running the roles does.
-L 3 "systemctl stop k8s-ipsec-guard; ip link del '$BRIDGE'; iptables -w -D FORWARD -j K8S-IPSEC-FORWARD; iptables -w -F K8S-IPSEC-FORWARD; iptables -w -X K8S-IPSEC-FORWARD" || true
-broken=$(L 3 "ip link show '$BRIDGE' >/dev/null 2>&1 && echo $BRIDGE-still-there; iptables -w -S K8S-IPSEC-FORWARD >/dev/null 2>&1 && echo chain-still-there; true")
+L 3 "systemctl stop k8s-ipsec-guard; ip link del '$BRIDGE'
+  iptables -w -D FORWARD -m comment --comment k8s-ipsec -j K8S-IPSEC-FORWARD; iptables -w -F K8S-IPSEC-FORWARD
+  iptables -w -X K8S-IPSEC-FORWARD; nft delete table inet k8s-ipsec" || true
+broken=$(L 3 "ip link show '$BRIDGE' >/dev/null 2>&1 && echo $BRIDGE-still-there
+  iptables -w -S K8S-IPSEC-FORWARD >/dev/null 2>&1 && echo chain-still-there
+  nft list table inet k8s-ipsec >/dev/null 2>&1 && echo table-still-there; true")
 t=$SECONDS
 ok9=y
 playbook repair-cni_bridge playbooks/cni_bridge.yml --limit n3 || ok9=n

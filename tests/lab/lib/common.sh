@@ -307,9 +307,9 @@ for u in $UNITS strongswan.service; do
   systemctl is-active -q "$u" || { echo "$u: $(systemctl is-active "$u")"; rc=1; }
 done
 for u in $UNITS; do
-  # the script behind the unit, e.g. ExecStart=/usr/local/sbin/k8s-ipsec-cni0 apply -> k8s-ipsec-cni0 check
-  exe=$(systemctl show -P ExecStart "$u" | sed -n 's/.*path=\([^ ;]*\).*/\1/p')
-  "${exe:-false}" check || { echo "$u: ${exe:-no ExecStart} check failed"; rc=1; }
+  # the unit's command with "check" for "apply", e.g. k8s-ipsec-node cni0 apply -> k8s-ipsec-node cni0 check
+  argv=$(systemctl show -P ExecStart "$u" | sed -n 's/.*argv\[\]=\([^;]*\) apply ;.*/\1/p')
+  ${argv:-false} check || { echo "$u: ${argv:-no ExecStart} check failed"; rc=1; }
 done
 ip -4 -o addr show dev "$BR" 2>/dev/null | grep -q " inet $GW " || { echo "bridge $BR lacks $GW"; rc=1; }
 for r in $ROUTES; do
@@ -318,4 +318,66 @@ for r in $ROUTES; do
 done
 exit "$rc"
 EOS
+}
+
+# ---------------------------------------------------------------- the node's own checks
+
+# part_check <i> <bridge|firewall|tunnels>: on node i, the check of the program behind the plan's unit: its
+# ExecStart with the last word "apply" turned into "check" (k8s-ipsec-cni0 apply, or k8s-ipsec-node cni0 apply).
+# Prints what differs; status 1 on drift.
+part_check() {
+  # shellcheck disable=SC2016 # expanded on the node
+  L "$1" "U='$(plan_unit "$2")' bash -s" <<'EOS'
+argv=$(systemctl show -P ExecStart "$U" | sed -n 's/.*argv\[\]=\([^;]*\) ;.*/\1/p')
+case "$argv" in *" apply") ;; *) echo "$U: no ExecStart ending in apply (${argv:-none})"; exit 1 ;; esac
+${argv% apply} check
+EOS
+}
+
+# ---------------------------------------------------------------- captures in a pod or on the outsider
+
+# ns_capture_start <i> <netns> <name> <filter>: tcpdump on eth0 inside namespace <netns> of node i (a pod's
+# pod-<pod>), into /run/lab-<name>.pcap there; returns once it listens.
+ns_capture_start() {
+  L "$1" "rm -f /run/lab-$3.pcap /run/lab-$3.log; ip netns exec '$2' tcpdump -i eth0 -n -U -w /run/lab-$3.pcap '$4' \
+    >/dev/null 2>/run/lab-$3.log </dev/null & echo \$! >/run/lab-$3.pid
+    for k in \$(seq 50); do grep -q 'listening on' /run/lab-$3.log && break; sleep 0.1; done"
+}
+
+# ns_capture_stop <i> <name>: ends it (tcpdump writes its buffer on SIGINT)
+ns_capture_stop() { L "$1" "sleep 1; kill -INT \$(cat /run/lab-$2.pid) 2>/dev/null; sleep 1; rm -f /run/lab-$2.pid" || true; }
+
+# ns_capture_count <i> <name> <filter>: the packets of the stopped capture that match; 999 when it cannot be read
+ns_capture_count() {
+  local n
+  n=$(L "$1" "tcpdump -n -r /run/lab-$2.pcap '$3' 2>/dev/null | grep -c -E ' IP6? ' || true") || true
+  [[ $n =~ ^[0-9]+$ ]] && echo "$n" || echo 999
+}
+
+OUTSIDER_CAP_PID=
+# outsider_capture_start <name> <filter>: tcpdump on the outsider's eth0 (tests/lab/lab.sh outsider), to the logs
+outsider_capture_start() {
+  OUTSIDER_CAP=$LOGDIR/$1.pcap
+  # shellcheck disable=SC2016 # expanded by that sh
+  "$LABSH" outsider exec sh -c 'echo $$ >"$0.pid" && exec tcpdump -i eth0 -n -U -w "$0" "$1"' "$OUTSIDER_CAP" "$2" \
+    2>"$LOGDIR/$1.tcpdump.log" &
+  OUTSIDER_CAP_PID=$!
+  local k
+  for ((k = 0; k < 50; k++)); do
+    grep -q 'listening on' "$LOGDIR/$1.tcpdump.log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+}
+
+outsider_capture_stop() {
+  [[ -n $OUTSIDER_CAP_PID ]] || return 0
+  sleep 1
+  if [[ -s $OUTSIDER_CAP.pid ]]; then kill -INT "$(<"$OUTSIDER_CAP.pid")" 2>/dev/null || true; fi
+  wait "$OUTSIDER_CAP_PID" 2>/dev/null || true
+  rm -f "$OUTSIDER_CAP.pid"
+  OUTSIDER_CAP_PID=
+}
+
+outsider_capture_count() { # outsider_capture_count <filter>: packets of the stopped capture that match
+  tcpdump -n -r "$OUTSIDER_CAP" "$1" 2>/dev/null | grep -c -E ' IP6? ' || true
 }
