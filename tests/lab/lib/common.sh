@@ -238,6 +238,14 @@ outage_stop() { # outage_stop <i>: stops the pinger of node i; prints "<longest 
 
 # ---------------------------------------------------------------- captures on br0 (checks 3 and 6)
 
+tcpdump_listening() { # tcpdump_listening <its log>: returns once tcpdump says it listens (5 s at most)
+  local k
+  for ((k = 0; k < 50; k++)); do
+    grep -q 'listening on' "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+}
+
 CAP_PID=
 capture_start() { # capture_start <name>: tcpdump on br0 (inside the namespace), SSH excluded
   CAP_FILE=$LOGDIR/$1.pcap
@@ -246,11 +254,7 @@ capture_start() { # capture_start <name>: tcpdump on br0 (inside the namespace),
   "$LABSH" exec sh -c 'echo $$ >"$0.pid" && exec tcpdump -Z root -i br0 -n -U -s 128 -w "$0" "not tcp port 22"' \
     "$CAP_FILE" 2>"$LOGDIR/$1.tcpdump.log" &
   CAP_PID=$!
-  local k
-  for ((k = 0; k < 50; k++)); do
-    grep -q 'listening on' "$LOGDIR/$1.tcpdump.log" 2>/dev/null && return 0
-    sleep 0.1
-  done
+  tcpdump_listening "$LOGDIR/$1.tcpdump.log"
 }
 
 capture_kill() { # ends the capture (tcpdump writes its buffer on SIGINT)
@@ -362,11 +366,7 @@ outsider_capture_start() {
   "$LABSH" outsider exec sh -c 'echo $$ >"$0.pid" && exec tcpdump -i eth0 -n -U -w "$0" "$1"' "$OUTSIDER_CAP" "$2" \
     2>"$LOGDIR/$1.tcpdump.log" &
   OUTSIDER_CAP_PID=$!
-  local k
-  for ((k = 0; k < 50; k++)); do
-    grep -q 'listening on' "$LOGDIR/$1.tcpdump.log" 2>/dev/null && return 0
-    sleep 0.1
-  done
+  tcpdump_listening "$LOGDIR/$1.tcpdump.log"
 }
 
 outsider_capture_stop() {
