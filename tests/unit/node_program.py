@@ -151,6 +151,7 @@ class NodeNetns:
             "K8S_IPSEC_TUNNELS_CONFIG": str(self.no_tunnels),
             "K8S_IPSEC_FIREWALL_CONFIG": str(self.firewall),
             "K8S_IPSEC_CNI_CACHE": str(self.cache),
+            "K8S_IPSEC_LOCK": str(self.dir / "node.lock"),
         }
 
     def pod(self, container, host_interface, bridge="cni0"):

@@ -14,7 +14,9 @@ takes each kind of kernel object once and compares with dictionaries, so apply a
 check prints one line per difference from the settings and exits 1 when there is any.
 """
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -969,6 +971,15 @@ def load_part(part):
     return Firewall(firewall_settings(config("K8S_IPSEC_FIREWALL_CONFIG", FIREWALL_CONFIG)))
 
 
+@contextlib.contextmanager
+def changing():
+    """One writer at a time: a unit's apply and the guard's repair would otherwise both create what they both found
+    missing (a peer added while the guard passes), and one of them fail. Each reads the kernel after the lock."""
+    with open(os.environ.get("K8S_IPSEC_LOCK", "/run/k8s-ipsec-node.lock"), "w", encoding="ascii") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 class Node:
     """The parts of one node with one netlink socket and one nftables context, as the guard keeps them."""
 
@@ -1001,19 +1012,21 @@ class Node:
         return obj.problems(kernel)
 
     def apply(self, part, obj):
-        if part == "firewall":
-            obj.apply(self._nft())
-            return []
-        kernel = Kernel()
-        if part == "cni0":
-            return obj.apply(self._ipr(), kernel, self.seen_ports)
-        return obj.apply(self._ipr(), kernel)
+        with changing():
+            if part == "firewall":
+                obj.apply(self._nft())
+                return []
+            kernel = Kernel()
+            if part == "cni0":
+                return obj.apply(self._ipr(), kernel, self.seen_ports)
+            return obj.apply(self._ipr(), kernel)
 
     def remove(self, part, obj):
-        if part == "firewall":
-            obj.remove(self._nft())
-        else:
-            obj.remove(self._ipr(), Kernel())
+        with changing():
+            if part == "firewall":
+                obj.remove(self._nft())
+            else:
+                obj.remove(self._ipr(), Kernel())
 
     def restore(self, parts, log=print):
         """Checks each part and re-applies the ones that drifted, logging what was found and done. True when all
@@ -1112,7 +1125,10 @@ class Guard:
                 return touched
             for key, _events in ready:
                 if key.data == "net":
-                    events.get()
+                    try:
+                        events.get()
+                    except OSError:  # ENOBUFS: events were lost, which is what the pass that follows is for
+                        pass
                 elif not os.read(monitor.stdout.fileno(), 65536):
                     raise Failure("nft monitor ended; exiting so that systemd starts the guard again")
                 touched.add(key.data)
@@ -1256,7 +1272,8 @@ def main(argv):
             getattr(node, verb)(part, obj)
             return 0
         if part == "firewall" and verb in ("hold", "release") and not rest:
-            getattr(Firewall, verb)(Nft())
+            with changing():
+                getattr(Firewall, verb)(Nft())
             return 0
         if part == "guard" and verb in ("run", "check") and not rest:
             node = Node()

@@ -1025,3 +1025,20 @@ def test_the_kernel_reading_sees_what_pyroute2_sees(tmp_path):
     assert read["routes"][0] == read["routes"][1]
     assert ["10.128.0.0/16", 7, None, None] in read["routes"][1]
     assert not any(route[0] == "10.200.0.0/16" for route in read["routes"][1])
+
+
+def test_an_apply_waits_while_another_one_changes_the_node(tmp_path):
+    # The guard's repair and a unit's apply both find a new peer's device missing: the second waits for the first,
+    # then finds it made, instead of failing on "exists".
+    out = NodeNetns(tmp_path).run(
+        """
+        flock "$K8S_IPSEC_LOCK" sleep 3 &
+        sleep 0.5
+        status=0; timeout 1 /usr/bin/python3 "$PROGRAM" cni0 apply || status=$?
+        echo "while locked: $status $(ip link show cni0 >/dev/null 2>&1 && echo made || echo none)"
+        wait
+        node cni0 apply && node cni0 check && echo "after: clean"
+        """,
+        env={"PROGRAM": str(PROGRAM)},
+    )
+    assert out.splitlines() == ["while locked: 124 none", "after: clean"]
