@@ -819,6 +819,34 @@ def nft_differences(wanted, live):
     return found
 
 
+def nft_changes(s, listing, hold=False):
+    """The commands that bring the live table (a listing, or None) to the settings. When only the peers changed, just
+    the set's elements are added and deleted: a packet of an existing peer never meets a table being replaced."""
+    wanted = nft_ruleset(s, hold)
+    if listing is None:
+        return nft_load_commands(s, hold)["nftables"]
+    (w_chains, w_sets, w_rules), (l_chains, l_sets, l_rules) = wanted, nft_listed(listing)
+    same_shape = (
+        w_chains == l_chains
+        and set(w_sets) == set(l_sets)
+        and all((w_sets[n]["type"], w_sets[n]["flags"]) == (l_sets[n]["type"], l_sets[n]["flags"]) for n in w_sets)
+        and all([r for r in w_rules if r["chain"] == n] == [r for r in l_rules if r["chain"] == n] for n in w_chains)
+    )
+    if not same_shape:
+        return nft_load_commands(s, hold)["nftables"]
+    commands = []
+    for name, nft_set in w_sets.items():
+        want = {json.dumps(e, sort_keys=True): e for e in nft_set["elem"]}
+        have = {json.dumps(e, sort_keys=True): e for e in l_sets[name]["elem"]}
+        target = {"family": "inet", "table": NFT_TABLE, "name": name}
+        extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+        if extra:
+            commands.append({"delete": {"element": dict(target, elem=[have[key] for key in extra])}})
+        if missing:
+            commands.append({"add": {"element": dict(target, elem=[want[key] for key in missing])}})
+    return commands
+
+
 def forward_accepts(s):
     """What a DROP-policy FORWARD must accept for pods and tunnels: rules in iptables-save's form. They sit in a chain
     appended to FORWARD, after everybody else's rules, so kube-proxy's and policy engines' drops decide first."""
@@ -901,12 +929,19 @@ class Firewall:
         return found
 
     def apply(self, nft):
+        listing = nft.table()
         # The hold stays only while strongSwan starts (its unit releases it); a left-over one goes.
-        hold = bool(_hold_handles(nft.table())) and strongswan_starting()
-        nft.cmd(nft_load_commands(self.s, hold), "load table inet %s" % NFT_TABLE)
-        restore = "*filter\n:%s - [0:0]\n%s\nCOMMIT\n" % (FORWARD_CHAIN, "\n".join(forward_accepts(self.s)))
-        # --noflush: declaring our chain flushes just it, atomically; every other rule stays as it is.
-        run(["iptables-restore", "-w", "--noflush"], stdin=restore)
+        hold = bool(_hold_handles(listing)) and strongswan_starting()
+        commands = nft_changes(self.s, listing, hold)
+        if commands:
+            nft.cmd({"nftables": commands}, "load table inet %s" % NFT_TABLE)
+        have = run(["iptables", "-w", "-S", FORWARD_CHAIN], check=False)
+        if have.returncode != 0 or [line for line in have.stdout.splitlines() if line.startswith("-A ")] != (
+            forward_accepts(self.s)
+        ):
+            restore = "*filter\n:%s - [0:0]\n%s\nCOMMIT\n" % (FORWARD_CHAIN, "\n".join(forward_accepts(self.s)))
+            # --noflush: declaring our chain flushes just it, atomically; every other rule stays as it is.
+            run(["iptables-restore", "-w", "--noflush"], stdin=restore)
         # The jump of earlier versions (first in FORWARD, no comment) goes; ours is appended once and never moved.
         while run(["iptables", "-w", "-D", "FORWARD", "-j", FORWARD_CHAIN], check=False).returncode == 0:
             pass

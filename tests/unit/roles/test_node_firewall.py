@@ -5,6 +5,7 @@ strongSwan unit's IKE hold, a rule of the same table.
 
 import copy
 import ipaddress
+import re
 
 import pytest
 from node_program import FIREWALL, HOLD, IKE, TUNNELS, NodeNetns, load
@@ -172,6 +173,15 @@ def test_apply_twice_changes_nothing(netns):
 ELEMENT = "'{ \"k8s-ipsec2\" . 10.128.2.0/24 }'"
 
 
+def sorted_elements(ruleset):
+    """A listing with each set's elements in one order."""
+    return re.sub(
+        r"elements = \{([^}]*)\}",
+        lambda m: "elements = {%s}" % ", ".join(sorted(e.strip() for e in m.group(1).split(","))),
+        ruleset,
+    )
+
+
 @pytest.mark.parametrize(
     "drift, reported",
     [
@@ -219,7 +229,9 @@ def test_check_reports_drift_and_apply_repairs_it(netns, drift, reported):
     for line, start in zip(out.splitlines(), reported, strict=True):
         assert line.startswith(start), out
     assert results[4:6] == [(0, ""), (0, "")]
-    assert results[6] == results[1]
+    # The same ruleset; a set's re-added elements may be listed in another order.
+    assert sorted_elements(results[6][1]) == sorted_elements(results[1][1])
+    assert results[6][0] == results[1][0]
 
 
 def forward(results):
@@ -455,3 +467,29 @@ def test_the_hold_works_before_the_firewall_was_ever_applied(netns):
     netns.strongswan_state.write_text("activating\n")
     results = netns.steps("node firewall hold", IKE, "node firewall apply", "node firewall check", HOLD)
     assert results == [(0, ""), (0, "reply\n"), (0, ""), (0, ""), (0, "1\n")]
+
+
+def test_a_peer_joining_or_leaving_changes_only_the_sets_elements(tmp_path):
+    # Existing peers' packets never meet a table being replaced: the rules keep their handles (a new table would give
+    # them new ones) and the set holds exactly the new peers.
+    before, after = tmp_path / "before.default", tmp_path / "after.default"
+    peers = TUNNELS.split("PEERS=", maxsplit=1)[0] + "PEERS='\n{}'\n"
+    before.write_text(peers.format("k8s-ipsec2 192.168.64.10 192.168.64.20 3 10.128.2.0/24 peer2-n2 initiator\n"))
+    after.write_text(peers.format("k8s-ipsec4 192.168.64.10 192.168.64.40 8 10.128.4.0/24 peer4-n4 initiator\n"))
+    firewall = tmp_path / "fw.default"
+    firewall.write_text(FIREWALL.format(peers=tmp_path / "peers.default"))
+    out = NodeNetns(tmp_path).run(
+        f"""
+        export K8S_IPSEC_FIREWALL_CONFIG={firewall}
+        cp {before} {tmp_path}/peers.default
+        node firewall apply
+        nft -a list table inet k8s-ipsec | grep -o 'handle [0-9]*' | paste -sd' ' > {tmp_path}/handles
+        cp {after} {tmp_path}/peers.default
+        node firewall apply
+        nft -a list table inet k8s-ipsec | grep -o 'handle [0-9]*' | paste -sd' ' >{tmp_path}/again
+        diff {tmp_path}/handles {tmp_path}/again && echo same
+        node firewall check && echo clean
+        nft -j list set inet k8s-ipsec peer_subnets | grep -o '"k8s-ipsec[0-9][0-9]*"' | paste -sd' '
+        """
+    )
+    assert out.splitlines() == ["same", "clean", '"k8s-ipsec4"']
