@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Managed by k8s_ipsec.cni (role node_prep): the node side of the IPsec pod network, installed as
 # /usr/local/sbin/k8s-ipsec-node. One program for the units, the guard, the keeper and reset.
 """k8s-ipsec-node: the pod bridge, the tunnel devices, the firewall, the guard and the keeper of one node.
