@@ -795,8 +795,9 @@ def nft_listed(listing):
     return chains, sets, rules
 
 
-def _canonical_elements(elements):
-    return sorted(json.dumps(e, sort_keys=True) for e in elements)
+def _keyed_elements(elements):
+    """A set's elements by a key that does not depend on their order or on nft's key order."""
+    return {json.dumps(e, sort_keys=True): e for e in elements}
 
 
 def nft_differences(wanted, live):
@@ -813,7 +814,7 @@ def nft_differences(wanted, live):
         want, have = w_sets.get(name), l_sets.get(name)
         if want is None or have is None or want["type"] != have["type"] or want["flags"] != have["flags"]:
             found.append("set %s of table inet %s differs from the settings" % (name, NFT_TABLE))
-        elif _canonical_elements(want["elem"]) != _canonical_elements(have["elem"]):
+        elif set(_keyed_elements(want["elem"])) != set(_keyed_elements(have["elem"])):
             found.append("set %s of table inet %s does not hold exactly the peers' subnets" % (name, NFT_TABLE))
     return found
 
@@ -835,8 +836,7 @@ def nft_changes(s, listing, hold=False):
         return nft_load_commands(s, hold)["nftables"]
     commands = []
     for name, nft_set in w_sets.items():
-        want = {json.dumps(e, sort_keys=True): e for e in nft_set["elem"]}
-        have = {json.dumps(e, sort_keys=True): e for e in l_sets[name]["elem"]}
+        want, have = _keyed_elements(nft_set["elem"]), _keyed_elements(l_sets[name]["elem"])
         target = {"family": "inet", "table": NFT_TABLE, "name": name}
         extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
         if extra:
@@ -857,6 +857,14 @@ def forward_accepts(s):
 
 
 FORWARD_JUMP = ["FORWARD", "-m", "comment", "--comment", FORWARD_JUMP_COMMENT, "-j", FORWARD_CHAIN]
+
+
+def forward_chain_rules():
+    """The rules of our iptables chain in iptables-save's form, or None when the chain is missing."""
+    proc = run(["iptables", "-w", "-S", FORWARD_CHAIN], check=False)
+    if proc.returncode != 0:
+        return None
+    return [line for line in proc.stdout.splitlines() if line.startswith("-A ")]
 
 
 def run(argv, stdin=None, check=True):
@@ -917,9 +925,8 @@ class Firewall:
                 found.append("the IKE hold is in place while strongSwan is not starting")
             live = (live[0], live[1], [r for r in live[2] if r.get("comment") != IKE_HOLD_COMMENT])
             found.extend(nft_differences(nft_ruleset(self.s), live))
-        proc = run(["iptables", "-w", "-S", FORWARD_CHAIN], check=False)
-        have = [line for line in proc.stdout.splitlines() if line.startswith("-A ")]
-        if proc.returncode != 0:
+        have = forward_chain_rules()
+        if have is None:
             found.append("the iptables chain %s is missing" % FORWARD_CHAIN)
         elif have != forward_accepts(self.s):
             found.append("the iptables chain %s differs from the settings" % FORWARD_CHAIN)
@@ -934,10 +941,7 @@ class Firewall:
         commands = nft_changes(self.s, listing, hold)
         if commands:
             nft.cmd({"nftables": commands}, "load table inet %s" % NFT_TABLE)
-        have = run(["iptables", "-w", "-S", FORWARD_CHAIN], check=False)
-        if have.returncode != 0 or [line for line in have.stdout.splitlines() if line.startswith("-A ")] != (
-            forward_accepts(self.s)
-        ):
+        if forward_chain_rules() != forward_accepts(self.s):
             restore = "*filter\n:%s - [0:0]\n%s\nCOMMIT\n" % (FORWARD_CHAIN, "\n".join(forward_accepts(self.s)))
             # --noflush: declaring our chain flushes just it, atomically; every other rule stays as it is.
             run(["iptables-restore", "-w", "--noflush"], stdin=restore)
