@@ -1,4 +1,4 @@
-"""The two modules run by Ansible itself on localhost: arguments, results, failures and the plan playbook."""
+"""Our modules run by Ansible itself on localhost: arguments, results, failures and the plan playbook."""
 
 import json
 import os
@@ -7,8 +7,8 @@ import pytest
 from ansible_cli import run_ansible
 
 
-def adhoc(module, arguments, check=False, env=None, extra=()):
-    extra = [*extra, "--check"] if check else list(extra)
+def adhoc(module, arguments, check=False):
+    extra = ["--check"] if check else []
     proc = run_ansible(
         "ansible",
         "localhost",
@@ -22,7 +22,6 @@ def adhoc(module, arguments, check=False, env=None, extra=()):
         env_extra={
             "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
             "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-            **(env or {}),
         },
     )
     output = json.loads(proc.stdout)
@@ -132,167 +131,3 @@ def test_site_rejects_a_bad_inventory_before_touching_any_node(tmp_path, host_va
     assert proc.returncode != 0
     assert message in proc.stdout
     assert "unreachable=1" not in proc.stdout and "UNREACHABLE" not in proc.stdout
-
-
-def test_node_files_writes_only_what_differs_and_check_mode_writes_nothing(tmp_path):
-    unit, script = tmp_path / "etc" / "unit.service", tmp_path / "script"
-    script.write_text("#!/bin/sh\n")
-    files = {
-        "files": [
-            {"path": str(unit), "content": "[Unit]\n"},
-            {"path": str(script), "content": "#!/bin/sh\n", "mode": "0755"},
-        ]
-    }
-    rc, result = adhoc("k8s_ipsec.cni.node_files", files, check=True)
-    assert rc == 0 and result["changed"] is True
-    assert result["changes"] == {str(unit): ["created"], str(script): ["mode"]}
-    assert not unit.exists()
-
-    rc, result = adhoc("k8s_ipsec.cni.node_files", files)
-    assert rc == 0 and result["changed_paths"] == [str(unit), str(script)]
-    assert unit.read_text() == "[Unit]\n" and os.access(script, os.X_OK)
-
-    rc, result = adhoc("k8s_ipsec.cni.node_files", files)
-    assert rc == 0 and result["changed"] is False and result["changed_paths"] == []
-
-
-# A Python that fails at once: a task that still succeeds never started a module on the node.
-NO_PYTHON = ("-e", "ansible_python_interpreter=/bin/false")
-
-
-def test_node_files_reads_a_node_already_as_wanted_without_python(tmp_path):
-    script = tmp_path / "script"
-    files = {
-        "files": [{"path": str(script), "content": "#!/bin/sh\n", "mode": "0755"}],
-        "absent": [str(tmp_path / "x")],
-    }
-    rc, result = adhoc("k8s_ipsec.cni.node_files", files, extra=NO_PYTHON)
-    assert rc != 0 and not script.exists()
-
-    assert adhoc("k8s_ipsec.cni.node_files", files)[0] == 0
-    rc, result = adhoc("k8s_ipsec.cni.node_files", files, extra=NO_PYTHON)
-    assert rc == 0 and result["changed"] is False and result["changes"] == {}
-
-    # every difference the module writes is one the read sees: content, mode, a file that must go
-    for spoil in (
-        lambda: script.write_text("#!/bin/sh\n# edited\n"),
-        lambda: script.chmod(0o644),
-        (tmp_path / "x").touch,
-    ):
-        spoil()
-        assert adhoc("k8s_ipsec.cni.node_files", files, extra=NO_PYTHON)[0] != 0
-        rc, result = adhoc("k8s_ipsec.cni.node_files", files)
-        assert rc == 0 and result["changed"] is True
-
-
-def test_node_files_refuses_a_bad_entry_before_writing_any(tmp_path):
-    good = tmp_path / "good"
-    rc, result = adhoc(
-        "k8s_ipsec.cni.node_files",
-        {"files": [{"path": str(good), "content": "x"}, {"path": str(tmp_path / "bad"), "content": "", "mode": "9"}]},
-    )
-    assert rc != 0
-    assert result["msg"].startswith("nothing written: ") and "bad: mode '9'" in result["msg"]
-    assert not good.exists()
-
-
-# systemd as node_units sees it: units known by a file each in the state folder, enabled, active and edited (its file
-# changed since the last daemon-reload) by marker files.
-FAKE_SYSTEMCTL = """#!/bin/sh
-state={state}
-echo "$*" >>"$state/calls"
-action=$1; shift
-units=$(for arg; do case $arg in -*) ;; *) echo "$arg" ;; esac; done)
-case $action in
-  show)
-    for unit in $units; do
-      if [ -e "$state/$unit" ]; then load=loaded; else load=not-found; fi
-      if [ -e "$state/$unit.active" ]; then active=active; else active=inactive; fi
-      if [ -e "$state/$unit.enabled" ]; then file=enabled; else file=disabled; fi
-      if [ -e "$state/$unit.edited" ]; then edited=yes; else edited=no; fi
-      printf 'LoadState=%s\\nActiveState=%s\\nUnitFileState=%s\\nNeedDaemonReload=%s\\n\\n' \\
-        "$load" "$active" "$file" "$edited"
-    done ;;
-  daemon-reload) rm -f "$state"/*.edited ;;
-  enable) rm -f "$state"/*.edited; for unit in $units; do touch "$state/$unit.enabled"; done ;;
-  start|restart|reload-or-restart) for unit in $units; do touch "$state/$unit.active"; done ;;
-esac
-"""
-
-
-def fake_systemctl(tmp_path, *units):
-    state = tmp_path / "systemd"
-    state.mkdir()
-    for unit in units:
-        (state / unit).touch()
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL.format(state=state))
-    (bin_dir / "systemctl").chmod(0o755)
-    return state / "calls", {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-
-
-def test_node_units_enables_and_starts_in_one_call_each_and_then_changes_nothing(tmp_path):
-    calls, env = fake_systemctl(tmp_path, "a.service", "b.timer")
-    units = {"units": [{"name": "a", "enabled": True, "state": "started"}, {"name": "b.timer", "enabled": True}]}
-    units["daemon_reload"] = True
-    show = "show --property=LoadState,ActiveState,UnitFileState,NeedDaemonReload -- a.service b.timer"
-
-    rc, result = adhoc("k8s_ipsec.cni.node_units", units, check=True, env=env)
-    assert rc == 0 and result["changed"] is True and result["enabled"] == ["a.service", "b.timer"]
-    assert calls.read_text().splitlines() == [show]
-
-    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
-    assert rc == 0 and result["started"] == ["a.service"]
-    # the enable reloads the manager: no daemon-reload of its own
-    assert calls.read_text().splitlines()[1:] == [show, "enable -- a.service b.timer", "start -- a.service"]
-
-    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
-    assert rc == 0 and result["changed"] is False
-    assert calls.read_text().splitlines()[4:] == [show, "daemon-reload"]
-
-
-def test_node_units_reloads_what_runs_starts_what_does_not_and_rereads_an_edited_unit_first(tmp_path):
-    calls, env = fake_systemctl(tmp_path, "a.service", "b.service", "a.service.active", "a.service.edited")
-    units = {"units": [{"name": "a", "state": "reloaded"}, {"name": "b", "state": "reloaded"}]}
-    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
-    assert rc == 0 and result["changed"] is True
-    assert result["reloaded"] == ["a.service", "b.service"] and result["daemon_reloaded"] is True
-    # the action's read, then the module's own
-    assert calls.read_text().splitlines()[2:] == ["daemon-reload", "reload-or-restart -- a.service b.service"]
-    assert (tmp_path / "systemd/b.service.active").exists()
-
-    # a unit only looked at: its edited file is re-read, and that is no change
-    (tmp_path / "systemd/a.service.edited").touch()
-    rc, result = adhoc("k8s_ipsec.cni.node_units", {"units": [{"name": "a"}]}, env=env)
-    assert rc == 0 and result["changed"] is False and result["daemon_reloaded"] is True
-    assert calls.read_text().splitlines()[-1] == "daemon-reload"
-
-
-def test_node_units_refuses_an_unknown_unit_before_changing_any(tmp_path):
-    calls, env = fake_systemctl(tmp_path, "a.service")
-    units = {"units": [{"name": "a", "enabled": True}, {"name": "gone", "enabled": True}]}
-    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
-    assert rc != 0
-    assert result["msg"] == (
-        "nothing changed: systemd does not know gone.service: write the unit file first (the role's earlier task), "
-        "then run again"
-    )
-    # the action's read, then the module's own, and nothing else
-    assert [c.split()[0] for c in calls.read_text().splitlines()] == ["show", "show"]
-
-
-def test_node_units_reads_units_already_as_wanted_without_python(tmp_path):
-    calls, env = fake_systemctl(tmp_path, "a.service")
-    units = {"units": [{"name": "a", "enabled": True, "state": "started"}]}
-    assert adhoc("k8s_ipsec.cni.node_units", units, env=env, extra=NO_PYTHON)[0] != 0
-    assert adhoc("k8s_ipsec.cni.node_units", units, env=env)[0] == 0
-    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env, extra=NO_PYTHON)
-    assert rc == 0 and result["changed"] is False and result["started"] == []
-    assert calls.read_text().splitlines()[-1].startswith("show ")
-
-    # a unit stopped behind the role's back is started again, through the module
-    (tmp_path / "systemd/a.service.active").unlink()
-    assert adhoc("k8s_ipsec.cni.node_units", units, env=env, extra=NO_PYTHON)[0] != 0
-    rc, result = adhoc("k8s_ipsec.cni.node_units", units, env=env)
-    assert rc == 0 and result["started"] == ["a.service"]
