@@ -1,4 +1,4 @@
-"""playbooks/preflight.yml on local hosts: a renumbered node, or certified nodes without the CA on the controller,
+"""playbooks/internal/preflight.yml on local hosts: a renumbered node, or certified nodes without the CA on the controller,
 stop the run before any change, with the host, the old and the new value, and what to do."""
 
 import json
@@ -44,7 +44,7 @@ def cluster(tmp_path):
         (tmp_path / "extra.json").write_text(json.dumps(variables))
         proc = run_ansible(
             "ansible-playbook", "-i", str(tmp_path / "hosts.yml"), "-e", f"@{tmp_path / 'extra.json'}",
-            "playbooks/preflight.yml",
+            "playbooks/internal/preflight.yml",
         )  # fmt: skip
         after = sorted(str(p) for p in tmp_path.rglob("*") if p.name not in ("hosts.yml", "extra.json"))
         assert after == before, "the preflight changed files"
