@@ -20,6 +20,7 @@ description:
   - Runs on the controller and changes nothing; bad input fails before any node is touched.
   - To plan every node at once, as the roles do, use M(k8s_ipsec.cni.mesh_plan), which validates the inventory once
     instead of once per node.
+  - A module of this collection because Ansible has no planner of pairwise tunnel names and keys.
 author:
   - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:

@@ -19,6 +19,8 @@ description:
     number of tunnels, not with the number of module runs.
   - Runs on the controller and changes nothing; bad input fails before any node is touched, with every problem
     named by host and value.
+  - A module of this collection because Ansible has no planner of subnets and pairwise tunnel keys; it is plain
+    Python on the controller, unit-tested without Ansible.
 author:
   - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:

@@ -16,6 +16,8 @@ description:
     keyCertSign or cRLSign), its subject CN must be the node's name, and its key must be an EC key on O(curve).
   - A node therefore cannot obtain a certificate for another node's address, nor one that could sign others.
   - Runs on the controller (delegated to localhost), where the CA key is, and changes nothing.
+  - A module of this collection because M(community.crypto.openssl_csr_info) reads a CSR but does not judge it
+    against the identity a node may ask for.
 author:
   - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:

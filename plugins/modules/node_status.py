@@ -12,9 +12,11 @@ short_description: Read one node's IPsec mesh state and say what is wrong with i
 version_added: 0.1.0
 description:
   - Reads, on the node and without changing anything, the IKE and CHILD SAs (C(swanctl --raw)), the XFRM error
-    counters, the state of the pod network's units, the guards (the C(check) verb of the bridge, firewall and tunnel
-    scripts) and the lifetime of the node's certificate and of the cluster CA, and compares them with the node's
-    plan.
+    counters, the state of the pod network's units, the guards (the C(check) verbs of the node program
+    C(k8s-ipsec-node) for the bridge, the firewall and the tunnels) and the lifetime of the node's certificate and of
+    the cluster CA, and compares them with the node's plan.
+  - A module of this collection because Ansible has none that reads strongSwan's SAs as data or judges them
+    against a plan; it reads them in one run instead of a command and a parse per peer.
   - Never fails because of what it finds; every problem is returned with where it is and the likely fix, so a
     playbook can print all of them and fail afterwards.
 author:

@@ -14,6 +14,8 @@ description:
   - Validates the inventory of the IPsec pod network and gives every node the subnet its index owns
     in O(cluster_cidr), and the gateway address its C(cni0) bridge carries.
   - Runs on the controller and changes nothing; bad input fails before any node is touched.
+  - A module of this collection because Ansible's subnet filters compute one subnet and do not validate the
+    inventory as a whole (duplicate indexes, overlaps with the underlay).
 author:
   - k8s_ipsec maintainers (@k8s-ipsec)
 extends_documentation_fragment:
