@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The lab: N Debian VMs (QEMU TCG) on bridge br0 inside the network namespace k8sipsec-lab, which has no uplink.
 # Debian 13 by default, Debian 12 with LAB_SUITE=bookworm (tests/lab/image.sh). LAB_TUNNEL_TYPE=vti|xfrm goes into
-# the inventory as strongswan_tunnel_type, LAB_AUTH=pubkey|psk as strongswan_auth (default: the role's).
+# the inventory as strongswan_tunnel_type, LAB_AUTH=pubkey|psk as strongswan_auth (default: the role's). Ansible
+# runs with mitogen's strategy, LAB_MITOGEN=0 without.
 #
 # usage: tests/lab/lab.sh up [N]            build/reuse the image, boot n1..nN (default 3), write the inventory,
 #                                          then converge site.yml (skip with LAB_CONVERGE=0)
@@ -200,16 +201,29 @@ ensure_venv() {
   make -C "$ROOT" setup >&2
 }
 
+# mitogen's strategy for the lab (LAB_MITOGEN=0: Ansible's own): the emulated CPUs pay seconds of Python start-up
+# per module run, which mitogen pays once per node. Users never need it.
+strategy_env() {
+  local dir
+  [[ ${LAB_MITOGEN:-1} = 0 ]] && return 0
+  dir=$("$VENV/bin/python" -c 'import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))' \
+    2>/dev/null) || die "LAB_MITOGEN: mitogen is not in $VENV (run make setup, or LAB_MITOGEN=0 to run without)"
+  echo "ANSIBLE_STRATEGY_PLUGINS=$dir/plugins/strategy"
+  echo "ANSIBLE_STRATEGY=mitogen_linear"
+}
+
 play() { # play <playbook> [ansible-playbook args]; each run gets its own ControlMaster dir
-  local pb=$1 rc=0 cp
+  local pb=$1 rc=0 cp strategy
   shift
   [[ -f $INV ]] || die "no inventory; run: $0 up"
   ensure_venv
+  strategy=$(strategy_env) || exit 1
   [[ $pb = /* ]] || pb=$ROOT/$pb
   mkdir -p "$LAB/cp"
   cp=$(mktemp -d "$LAB/cp/XXXXXX")
+  # shellcheck disable=SC2086 # strategy: NAME=value words, or none
   ip netns exec "$NS" env ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_SSH_CONTROL_PATH_DIR="$cp" \
-    ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}" ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks \
+    ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}" ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks $strategy \
     "$VENV/bin/ansible-playbook" -i "$INV" "$pb" "$@" || rc=$?
   close_masters "$cp"
   return "$rc"
