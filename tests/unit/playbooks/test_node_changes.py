@@ -1,6 +1,6 @@
 """playbooks/add_node.yml and remove_node.yml on local hosts: a bad -e node stops the run before any change, with
 the variable, the host and what to do; the plan of a removal leaves the leaving nodes out of every other node's
-peers. The runs that change nodes are the lab's (tests/lab/checks/95-add-remove.sh)."""
+peers. The runs that change nodes are the lab's (tests/lab/checks/95-add-remove-reset.sh)."""
 
 import json
 

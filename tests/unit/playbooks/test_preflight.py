@@ -1,5 +1,5 @@
-"""playbooks/internal/preflight.yml on local hosts: a renumbered node, or certified nodes without the CA on the controller,
-stop the run before any change, with the host, the old and the new value, and what to do."""
+"""playbooks/internal/preflight.yml on local hosts: a renumbered node, or certified nodes without the CA on the
+controller, stop the run before any change, with the host, the old and the new value, and what to do."""
 
 import json
 

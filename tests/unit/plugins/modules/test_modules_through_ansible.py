@@ -1,7 +1,6 @@
 """Our modules run by Ansible itself on localhost: arguments, results, failures and the plan playbook."""
 
 import json
-import os
 
 import pytest
 from ansible_cli import run_ansible
