@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # End-to-end test of the collection on the lab (issue 4): boot 3 QEMU nodes, converge site.yml, then prove the data
 # path with the checks in tests/lab/checks/ (sourced in their numbered order), print a results table and tear the
-# lab down. Exit status 1 when any check fails.
+# lab down. Every row of the table starts with the name of the check file that recorded it (40-reach-esp: ...).
+# Exit status 1 when any check fails.
 #
 # usage: tests/lab/e2e.sh [--running] [--only <checks>] [--list]
 #   --running        use the running, converged lab (tests/lab/lab.sh up): no boot, converge or teardown
 #   --only <checks>  comma-separated check numbers or names, e.g. 30,40 or 40-reach-esp (default: all; E2E_ONLY)
 #   --list           list the checks and exit
 # env:   E2E_KEEP=1    leave the lab running afterwards (then: tests/lab/lab.sh down)
-#        E2E_CYCLES    pod ADD/DEL cycles of check 7 through the CNI stand-in, with host-local cut down to a
-#                      pool of 4 addresses (default 40: a DEL leaking even 1 address in 10 would exhaust it)
-#        E2E_CRI_CYCLES  pod sandboxes made and removed through containerd's CRI in check 7 (default 5)
+#        E2E_CYCLES    pod ADD/DEL cycles of 10-idempotence-and-cycles through the CNI stand-in, with host-local
+#                      cut down to a pool of 4 addresses (default 40: a DEL leaking even 1 address in 10 would
+#                      exhaust it)
+#        E2E_CRI_CYCLES  pod sandboxes made and removed through containerd's CRI in 20-pods (default 5)
 #        E2E_SETTLE    seconds the SAs may take to settle (default 240)
 #        E2E_PLAN      a plan JSON to use instead of writing one with playbooks/show_plan.yml
 #        LAB_SUITE=bookworm  Debian 12 nodes instead of 13; LAB_TUNNEL_TYPE=vti|xfrm, LAB_AUTH=psk (see lab.sh)
@@ -30,7 +32,7 @@ RUNNING=0
 ONLY=${E2E_ONLY:-}
 ONLY_HIT=
 
-usage() { sed -n '2,17s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '2,19s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 while (($#)); do
   case $1 in
     --running) RUNNING=1 ;;
@@ -77,7 +79,9 @@ cleanup() {
   set +e
   capture_kill
   outsider_capture_stop
-  ((rc == 0)) || { ((${#RESULTS[@]} > 0)) && ! all_passed; } || RESULTS+=("e2e script|FAIL|aborted with status $rc")
+  # the row names the check (or the runner's step) that was running
+  ((rc == 0)) || { ((${#RESULTS[@]} > 0)) && ! all_passed; } || RESULTS+=("$(row_name aborted)|FAIL|status $rc")
+  CHECK=
   print_table
   for s in "$LAB_SSH_CONTROL_DIR"/n*; do [[ -S $s ]] && "$LABSH" ssh-close "${s##*/n}"; done
   rm -rf "$LAB_SSH_CONTROL_DIR"
@@ -96,17 +100,20 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- the lab
 
+# The runner's own rows are named by its steps: lab-up, converge, plan and platform.
 CONVERGE_S=
 if ((!RUNNING)); then
+  CHECK=lab-up
   ts "lab up: $LAB_NODES nodes (image, boot)"
   if ! LAB_CONVERGE=0 "$LABSH" up "$LAB_NODES" 2>&1 | tee "$LOGDIR/lab-up.log"; then
-    record "lab up" FAIL "see $LOGDIR/lab-up.log"
+    record "" FAIL "see $LOGDIR/lab-up.log"
     exit 1
   fi
   ts "nodes reachable"
+  CHECK=converge
   t=$SECONDS
   if ! playbook converge site.yml; then
-    record "converge site.yml" FAIL "status != 0, see converge.log"
+    record "" FAIL "site.yml: status != 0, see converge.log"
     exit 1
   fi
   CONVERGE_S=$((SECONDS - t))
@@ -114,23 +121,25 @@ if ((!RUNNING)); then
 fi
 
 # Every address, subnet, device, connection and unit the checks use comes from the plan.
+CHECK=plan
 PLAN_JSON=${E2E_PLAN:-$LOGDIR/plan.json}
 if [[ -z ${E2E_PLAN:-} ]] &&
   ! playbook show_plan playbooks/show_plan.yml -e "network_plan_json=$PLAN_JSON" >/dev/null; then
-  record "plan" FAIL "show_plan.yml failed, see show_plan.log"
+  record "" FAIL "show_plan.yml failed, see show_plan.log"
   exit 1
 fi
 if ! plan_load "$PLAN_JSON"; then
-  record "plan" FAIL "cannot read $PLAN_JSON"
+  record "" FAIL "cannot read $PLAN_JSON"
   exit 1
 fi
 N=$(plan_node_count)
 if ((N < LAB_NODES)); then
-  record "plan" FAIL "$N nodes in the plan, the checks need n1..n$LAB_NODES"
+  record "" FAIL "$N nodes in the plan, the checks need n1..n$LAB_NODES"
   exit 1
 fi
 # Pods are made by containerd through the CRI, as kubelet makes them. The CNI stand-in only runs the bulk ADD/DEL
-# cycles of check 7: it calls the same plugins with the same conflist, and costs a fraction of a sandbox per cycle.
+# cycles of 10-idempotence-and-cycles: it calls the same plugins with the same conflist, and costs a fraction of a
+# sandbox per cycle.
 RUNTIME="python3 /root/cri_pods.py"
 # shellcheck disable=SC2034 # used by the checks
 CNI_STANDIN="python3 /root/cni_runtime.py --conflist $(plan_get cni_conflist)"
@@ -139,12 +148,13 @@ for ((i = 1; i <= N; i++)); do
   L "$i" 'cat >/root/cni_runtime.py' <"$HERE/files/cni_runtime.py"
 done
 if ! BRIDGE=$(conflist_bridge 1); then
-  record "plan" FAIL "no bridge in n1:$(plan_get cni_conflist)"
+  record "" FAIL "no bridge in n1:$(plan_get cni_conflist)"
   exit 1
 fi
 ts "plan: $N nodes, cluster $(plan_cluster_cidr), bridge $BRIDGE; checks: ${CHECKS[*]##*/}"
 # What this run ran on: the results table names it, so figures are never mixed up between platforms.
-record "platform" PASS "$(L 1 'bash -s' <<'EOS'
+CHECK=platform
+record "" PASS "$(L 1 'bash -s' <<'EOS'
 . /etc/os-release
 type=$(sed -n 's/^TYPE=//p' /etc/default/k8s-ipsec-tunnels)
 echo "$PRETTY_NAME, kernel $(uname -r), strongSwan $(swanctl --version | awk '{print $NF}')," \
@@ -155,10 +165,13 @@ EOS
 # ---------------------------------------------------------------- the checks
 
 for f in "${CHECKS[@]}"; do
-  ts "---- ${f##*/}"
+  CHECK=${f##*/}
+  CHECK=${CHECK%.sh} # the rows this file records start with its name, e.g. "40-reach-esp: br0 capture: ESP only"
+  ts "---- $CHECK"
   # shellcheck source=/dev/null
   source "$f"
 done
+CHECK=
 
 [[ -z $CONVERGE_S ]] || ts "lab figures: converge ${CONVERGE_S}s"
 print_table

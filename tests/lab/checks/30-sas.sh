@@ -1,4 +1,4 @@
 # shellcheck shell=bash
-# Check 1 (initial): every node has one ESTABLISHED IKE_SA and one INSTALLED CHILD_SA per peer, modern algorithms.
+# 30-sas: every node has one ESTABLISHED IKE_SA and one INSTALLED CHILD_SA per peer, modern algorithms.
 
 settle_sas initial || true

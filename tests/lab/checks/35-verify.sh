@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Check 13 (verify, issue 11): playbooks/verify.yml reads every node's mesh, prints the table and the JSON and
+# 35-verify (issue 11): playbooks/verify.yml reads every node's mesh, prints the table and the JSON and
 # passes; after a drift it cannot see repaired (n2's unreachable cluster route deleted with the guard stopped) it
 # fails naming the node, what is wrong and the fix; the next run after the repair passes again.
 
@@ -17,7 +17,7 @@ EOS
 else
   r=FAIL fig="verify.yml failed on a healthy mesh (verify.log)"
 fi
-record "13 verify.yml (healthy)" "$r" "$fig in $((SECONDS - t)) s"
+record "verify.yml (healthy)" "$r" "$fig in $((SECONDS - t)) s"
 
 L 2 "systemctl stop k8s-ipsec-guard; ip route del unreachable $(plan_cluster_cidr)" || true
 if playbook verify-drift playbooks/verify.yml --limit n2 >/dev/null; then
@@ -28,4 +28,4 @@ else
 fi
 L 2 "systemctl reload '$(plan_unit bridge)'; systemctl start k8s-ipsec-guard" || true
 playbook verify-after playbooks/verify.yml --limit n2 >/dev/null || r=FAIL
-record "13 verify.yml (drift on n2)" "$r" "${fig:-no message} (then passes after the reload)"
+record "verify.yml (drift on n2)" "$r" "${fig:-no message} (then passes after the reload)"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Check 11, trust boundaries: a host on the lab bridge that is not in the inventory (tests/lab/lab.sh outsider)
+# 45-outsider, trust boundaries: a host on the lab bridge that is not in the inventory (tests/lab/lab.sh outsider)
 # (a) cannot reach a pod directly, (b) cannot deliver TCP or UDP with a forged pod source (neither can a mesh node
 # sending cleartext on the underlay), (c) never sees untranslated service traffic leave a node that has a default
 # route; while (d) a NodePort written the way kube-proxy writes it delivers its requests to a pod on that node and
@@ -49,9 +49,9 @@ for i in 1 2; do
   OUT ip route del "$(plan_subnet "$i")" 2>/dev/null || true
 done
 if ((direct == 0)); then r=PASS; else r=FAIL; fi
-record "11 outsider: TCP to pods" "$r" "$direct/2 answered"
+record "TCP to pods" "$r" "$direct/2 answered"
 if ((arrived == 0 && sent > 0)); then r=PASS; else r=FAIL; fi
-record "11 outsider: forged pod source" "$r" "$sent TCP/UDP with source $FORGED (outsider and n3 on the underlay), $arrived arrived in a1/a2"
+record "forged pod source" "$r" "$sent TCP/UDP with source $FORGED (outsider and n3 on the underlay), $arrived arrived in a1/a2"
 
 # ---- (c) untranslated service traffic with a default route on n1: nothing on br0
 SERVICE_IP=$(python3 -c 'import ipaddress, sys; print(ipaddress.ip_network(sys.argv[1])[10])' "$(plan_get service_cidr)")
@@ -70,7 +70,7 @@ capture_kill
 leaked=$(tcpdump -n -r "$CAP_FILE" "ip and net $(plan_get service_cidr)" 2>/dev/null | wc -l)
 L 1 'ip route del default' || true
 if ((leaked == 0)); then r=PASS; else r=FAIL; fi
-record "11 service CIDR untranslated" "$r" "pod and host ping/UDP/TCP to $SERVICE_IP with a default route: $leaked packets on br0"
+record "service CIDR untranslated" "$r" "pod and host ping/UDP/TCP to $SERVICE_IP with a default route: $leaked packets on br0"
 
 # ---- (d) a NodePort on n1 as kube-proxy writes it: to a2 (on n2) and to a1 (on n1)
 L 1 "A=$(plan_address 1) P1=${POD_IP[1]} P2=${POD_IP[2]} bash -s" <<'EOS'
@@ -103,7 +103,7 @@ for c in TEST-NODEPORTS TEST-POSTROUTING; do iptables -w -t nat -F "$c"; iptable
 iptables -w -F TEST-FORWARD; iptables -w -X TEST-FORWARD
 EOS
 if [[ $remote = "pod=a2 client=$gw1" && $local_ = "pod=a1 client=$gw1" ]]; then r=PASS; else r=FAIL; fi
-record "11 NodePort on n1 (kube-proxy style)" "$r" "to a2 on n2: '$remote'; to a1 on n1: '$local_'"
+record "NodePort on n1 (kube-proxy style)" "$r" "to a2 on n2: '$remote'; to a1 on n1: '$local_'"
 
 # ---- (e) pods reach the outsider through masquerade
 # shellcheck disable=SC2016 # expanded by that sh
@@ -121,5 +121,5 @@ kill "$(cat /run/k8s-ipsec-outsider-http.pid)" 2>/dev/null || true
 wait "$http_pid" 2>/dev/null || true
 rm -f /run/k8s-ipsec-outsider-http.pid
 if ((out_ok == 3)); then r=PASS; else r=FAIL; fi
-record "11 pods -> outsider (masquerade)" "$r" "$out_ok/3 pods got HTTP 200 from $OUTSIDER_IP"
+record "pods -> outsider (masquerade)" "$r" "$out_ok/3 pods got HTTP 200 from $OUTSIDER_IP"
 "$LABSH" outsider down

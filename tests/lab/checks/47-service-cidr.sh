@@ -62,5 +62,5 @@ for c in LAB47-SERVICES LAB47-SVC LAB47-MARK-MASQ LAB47-POSTROUTING; do iptables
 iptables -w -F LAB47-FORWARD && iptables -w -X LAB47-FORWARD
 EOS
 "$LABSH" outsider down
-record "47-service-cidr" "$([[ $c47_ok = y ]] && echo PASS || echo FAIL)" \
+record "" "$([[ $c47_ok = y ]] && echo PASS || echo FAIL)" \
   "ClusterIP $C47_SVC -> a2 on n1 (kube-proxy style): outsider '$c47_out', $c47_in packets arrived in a2; a1 '$c47_pod'; n1 '$c47_host'"

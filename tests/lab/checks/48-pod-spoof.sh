@@ -21,7 +21,7 @@ c48_cases() { # c48_cases <phase digit>
   echo "gateway-src $(plan_gateway 1) $C48_OUT_IP 40${1}04"
 }
 c48_send() { # c48_send <label> <src> <dst> <port>
-  L 1 "ip netns exec pod-a1 python3 /root/send_raw.py eth0 $C48_MAC $2 $3 udp $4 3" >/dev/null || ts "48: $1 not sent"
+  L 1 "ip netns exec pod-a1 python3 /root/send_raw.py eth0 $C48_MAC $2 $3 udp $4 3" >/dev/null || ts "$CHECK: $1 not sent"
 }
 
 outsider_capture_start c48-outsider 'udp and portrange 40001-40999'
@@ -61,5 +61,5 @@ ctl_a3=$(ns_capture_count 3 c48 'udp dst port 40905')
 ctl_out=$(outsider_capture_count 'udp dst port 40906')
 ((ctl_a3 > 0 && ctl_out > 0)) || c48_ok=n
 "$LABSH" outsider down
-record "48-pod-spoof" "$([[ $c48_ok = y ]] && echo PASS || echo FAIL)" \
+record "" "$([[ $c48_ok = y ]] && echo PASS || echo FAIL)" \
   "arrived of sent: ${c48_fig}control from a1's own address: a3 $ctl_a3/3, outsider $ctl_out/3"

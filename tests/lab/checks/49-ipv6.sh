@@ -97,5 +97,5 @@ L 1 "ip -6 addr del fd00:49::11/64 dev eth0; sysctl -qw net.ipv6.conf.all.forwar
 # ---- restore: a1's IPv6 setting, b1 gone
 was_a1=$(awk '$1 == "a1" { print $3 }' <<<"$c49_ll")
 L 1 "ip netns exec pod-a1 sysctl -qw net.ipv6.conf.eth0.disable_ipv6=${was_a1:-0}" || true
-[[ -z $b1 ]] || L 1 "$RUNTIME pod-down b1" >/dev/null 2>&1 || ts "49: pod b1 not removed"
-record "49-ipv6" "$([[ $c49_ok = y ]] && echo PASS || echo FAIL)" "$c49_fig"
+[[ -z $b1 ]] || L 1 "$RUNTIME pod-down b1" >/dev/null 2>&1 || ts "$CHECK: pod b1 not removed"
+record "" "$([[ $c49_ok = y ]] && echo PASS || echo FAIL)" "$c49_fig"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Check 6: without the SAs (strongSwan stopped on n3) or without the tunnel device (n1's to n2 deleted) pod traffic
+# 70-fail-closed: without the SAs (strongSwan stopped on n3) or without the tunnel device (n1's to n2 deleted) pod traffic
 # is dropped, never sent in clear; afterwards everything recovers.
 
 need_pods

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Check 12, guards that stay: with the guard running (k8s-ipsec-guard.service), (a) nftables.service started on n2
+# 75-guards, guards that stay: with the guard running (k8s-ipsec-guard.service), (a) nftables.service started on n2
 # after our rules were loaded (its "flush ruleset" wipes every table) and (b) the gateway address deleted from n1's
 # tunnel device to n2 (the kernel then drops the tunnel's route) are noticed and repaired without Ansible; the time
 # until the node's own checks pass again is the figure, and br0 carries no cleartext meanwhile.
@@ -19,7 +19,7 @@ for ((i = 1; i <= N; i++)); do
   if L "$i" 'systemctl is-active -q k8s-ipsec-guard'; then active=$((active + 1)); fi
 done
 if ((active == N)); then r=PASS; else r=FAIL; fi
-record "12 guard running" "$r" "$active/$N nodes"
+record "guard running" "$r" "$active/$N nodes"
 
 capture_start guards
 since=$(L 2 'date "+%Y-%m-%d %H:%M:%S"')
@@ -27,7 +27,7 @@ L 2 'systemctl start nftables' || true
 if fig=$(guard_fig 2 firewall "$since"); then r=PASS; else r=FAIL; fi
 L 2 'systemctl stop nftables' || true # its stop flushes again: the guard repairs that too
 fig2=$(guard_fig 2 firewall "$since") || r=FAIL
-record "12 nftables.service started (n2)" "$r" "$fig; after its stop: $fig2"
+record "nftables.service started (n2)" "$r" "$fig; after its stop: $fig2"
 
 since=$(L 1 'date "+%Y-%m-%d %H:%M:%S"')
 dev=$(plan_iface 1 2)
@@ -36,4 +36,4 @@ if fig=$(guard_fig 1 tunnels "$since"); then r=PASS; else r=FAIL; fi
 reach "after guard repairs (n1, n2)" 30 || r=FAIL
 read -r _ clear < <(capture_stop)
 ((clear == 0)) || r=FAIL
-record "12 address deleted from $dev (n1)" "$r" "$fig; $clear cleartext pod packets on br0 during both"
+record "address deleted from $dev (n1)" "$r" "$fig; $clear cleartext pod packets on br0 during both"

@@ -22,7 +22,7 @@ before=$(c76_http "${POD_IP[2]}")
 # INVALID first, then the REJECT: the order an engine that inserts them one after the other leaves
 L 1 "iptables -w -I FORWARD 1 $C76_REJECT && iptables -w -I FORWARD 1 $C76_INVALID" || c76_ok=n
 first=$(L 1 'iptables -w -S FORWARD | sed -n 2,3p') || true
-ts "76: rules inserted first in n1's FORWARD; waiting 60 s with the guard running"
+ts "$CHECK: rules inserted first in n1's FORWARD; waiting 60 s with the guard running"
 sleep 60
 now=$(L 1 'iptables -w -S FORWARD | sed -n 2,3p') || true
 if [[ -n $first && $now = "$first" ]]; then
@@ -44,4 +44,4 @@ until after=$(c76_http "${POD_IP[2]}") && [[ $after = "pod=a2 client=${POD_IP[1]
   sleep 2
 done
 c76_fig+="REJECT removed: a1->a2 '$after'"
-record "76-compose" "$([[ $c76_ok = y ]] && echo PASS || echo FAIL)" "$c76_fig"
+record "" "$([[ $c76_ok = y ]] && echo PASS || echo FAIL)" "$c76_fig"

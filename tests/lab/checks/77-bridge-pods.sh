@@ -59,14 +59,14 @@ while read -r ip gap before; do
 done <<<"$gaps"
 [[ -n $gaps ]] || c77_ok=n
 t=$SECONDS
-until check=$(part_check 1 bridge 2>&1); do
+until c77_check=$(part_check 1 bridge 2>&1); do
   ((SECONDS - t < 10)) || { c77_ok=n; break; }
   sleep 1
 done
-c77_fig="guard $guard; $c77_n pods on n1, longest outage ${worst}s (<= 10 s): ${c77_fig}$clear cleartext pod packets on br0; bridge check: ${check:-passes}"
+c77_fig="guard $guard; $c77_n pods on n1, longest outage ${worst}s (<= 10 s): ${c77_fig}$clear cleartext pod packets on br0; bridge check: ${c77_check:-passes}"
 
 # leave n1 as the next checks want it: b1 gone; a1 made again unless its server answers
-[[ -z $b1 ]] || L 1 "$RUNTIME pod-down b1" >/dev/null 2>&1 || ts "77: pod b1 not removed"
+[[ -z $b1 ]] || L 1 "$RUNTIME pod-down b1" >/dev/null 2>&1 || ts "$CHECK: pod b1 not removed"
 unset 'POD_IP[1]'
 need_pods
-record "77-bridge-pods" "$([[ $c77_ok = y ]] && echo PASS || echo FAIL)" "$c77_fig"
+record "" "$([[ $c77_ok = y ]] && echo PASS || echo FAIL)" "$c77_fig"

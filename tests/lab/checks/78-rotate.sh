@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Check 18 (issue 11): playbooks/rotate.yml -e rotate=ca rolls the cluster CA over while the pods ping each other:
+# 78-rotate (issue 11): playbooks/rotate.yml -e rotate=ca rolls the cluster CA over while the pods ping each other:
 # a new CA trusted beside the old, every node's key and certificate re-issued from it, every pair re-authenticated
 # once (make-before-break), then the old CA dropped. This is the whole certificate path: rotate=certs and the renewal
 # window re-issue and re-authenticate the same way, from the same CA. Counted: lost pings, cleartext on the bridge,
@@ -78,5 +78,5 @@ else
 fi
 ((renewed == N && pairs == N * (N - 1) && reauthed == pairs)) || ok=n
 settle_sas "after $ROTATE rotation" || ok=n
-record "18 $ROTATE rotation (rotate.yml -e rotate=$ROTATE)" "$([[ $ok = y && $lostok = y ]] && echo PASS || echo FAIL)" \
+record "$ROTATE rotation (rotate.yml -e rotate=$ROTATE)" "$([[ $ok = y && $lostok = y ]] && echo PASS || echo FAIL)" \
   "$rot_s s; $what, IKE_SAs re-established $reauthed/$pairs; lost/sent: ${lost}(XfrmAcquireError +$dropped); $esp ESP packets, $clear cleartext"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Checks 15, 16 and 17 (issue 11): the mesh grows by a fourth VM with playbooks/add_node.yml and shrinks again with
+# 95-add-remove-reset (issue 11): the mesh grows by a fourth VM with playbooks/add_node.yml and shrinks again with
 # playbooks/remove_node.yml while the pods ping each other. The existing nodes change at most 2 tasks each, keep
 # their charon and their other IKE_SAs, and lose no ping; no cleartext on the bridge. After the removal the other
 # nodes hold nothing towards n4 (connection, SA, XFRM state or policy, device, route), its certificate is in the
@@ -23,7 +23,7 @@ capture_start add-remove
 for ((i = 1; i <= M; i++)); do outage_start "$i" $((i % M + 1)); done
 
 # ---- add n4
-ok15=y fig15=
+ok_add=y fig_add=
 t=$SECONDS
 if LAB_CONVERGE=0 "$LABSH" up "$NEW" >"$LOGDIR/lab-up-$NEW.log" 2>&1; then
   boot=$((SECONDS - t))
@@ -32,44 +32,44 @@ if LAB_CONVERGE=0 "$LABSH" up "$NEW" >"$LOGDIR/lab-up-$NEW.log" 2>&1; then
   L "$NEW" 'cat >/root/cri_pods.py' <"$HERE/files/cri_pods.py" || true
   L "$NEW" 'cat >/root/cni_runtime.py' <"$HERE/files/cni_runtime.py" || true
   t=$SECONDS
-  playbook add-node playbooks/add_node.yml -e "node=n$NEW" >/dev/null || ok15=n
+  playbook add-node playbooks/add_node.yml -e "node=n$NEW" >/dev/null || ok_add=n
   add_s=$((SECONDS - t))
   per=
   for ((i = 1; i <= M; i++)); do
     c=$(changed_of add-node "$i")
     per+="n$i:${c:-?} "
-    [[ -n $c ]] && ((c <= 2)) || ok15=n
+    [[ -n $c ]] && ((c <= 2)) || ok_add=n
   done
-  fig15="n$NEW booted in $boot s, add_node.yml $add_s s (first converge ${CONVERGE_S:-?} s); changed ${per}"
+  fig_add="n$NEW booted in $boot s, add_node.yml $add_s s (first converge ${CONVERGE_S:-?} s); changed ${per}"
 else
-  ok15=n fig15="lab.sh up $NEW failed (lab-up-$NEW.log)"
+  ok_add=n fig_add="lab.sh up $NEW failed (lab-up-$NEW.log)"
 fi
 N=$NEW
 if playbook show-plan-4 playbooks/show_plan.yml -e "network_plan_json=$LOGDIR/plan-$NEW.json" >/dev/null &&
   plan_load "$LOGDIR/plan-$NEW.json"; then
   # through the CNI stand-in (the same plugins and conflist, a minute less than a first sandbox on a new node)
-  RUNTIME=$CNI_STANDIN pod_up "$NEW" || ok15=n
-  recover "with n$NEW" || ok15=n
+  RUNTIME=$CNI_STANDIN pod_up "$NEW" || ok_add=n
+  recover "with n$NEW" || ok_add=n
 else
-  ok15=n fig15+="; no plan with n$NEW"
+  ok_add=n fig_add+="; no plan with n$NEW"
 fi
 untouched=y
 for ((i = 1; i <= M; i++)); do
   now=$(mesh_ids "$i" | grep -v "^peer$NEW-" || true)
   [[ $now = "${IDS[$i]}" ]] || { untouched=n; ts "n$i before: ${IDS[$i]//$'\n'/, }; after: ${now//$'\n'/, }"; }
 done
-[[ $untouched = y ]] || ok15=n
-record "15 add n$NEW (add_node.yml)" "$([[ $ok15 = y ]] && echo PASS || echo FAIL)" \
-  "$fig15; charon and the other IKE_SAs of n1..n$M kept: $untouched"
+[[ $untouched = y ]] || ok_add=n
+record "add n$NEW (add_node.yml)" "$([[ $ok_add = y ]] && echo PASS || echo FAIL)" \
+  "$fig_add; charon and the other IKE_SAs of n1..n$M kept: $untouched"
 
 # ---- remove n4 (still in the inventory, as remove_node.yml wants it)
-ok16=y
+ok_remove=y
 n4_addr=$(plan_address "$NEW" || true)
 n4_subnet=$(plan_subnet "$NEW" || true)
 n4_conns=
 for ((i = 1; i <= M; i++)); do n4_conns+="$(plan_conn "$NEW" "$i" || true) "; done
 t=$SECONDS
-playbook remove-node playbooks/remove_node.yml -e "node=n$NEW" >/dev/null || ok16=n
+playbook remove-node playbooks/remove_node.yml -e "node=n$NEW" >/dev/null || ok_remove=n
 rm_s=$((SECONDS - t))
 per=
 for ((i = 1; i <= M; i++)); do per+="n$i:$(changed_of remove-node "$i") "; done
@@ -91,7 +91,7 @@ EOS
   ) || true
   [[ -z $out ]] || left+="n$i: $(echo "$out" | paste -sd, -); "
 done
-[[ -z $left ]] || ok16=n
+[[ -z $left ]] || ok_remove=n
 # n4's certificate (its own copy) is revoked in the CRL each staying node holds (python3-cryptography is on the
 # nodes: the strongswan role installs it)
 # shellcheck disable=SC2016 # python, not shell
@@ -101,7 +101,7 @@ for ((i = 1; i <= M; i++)); do
   L "$i" "python3 -c 'import sys; from cryptography import x509; crl = x509.load_pem_x509_crl(open(\"/etc/swanctl/x509crl/k8s-ipsec.crl\", \"rb\").read()); sys.exit(crl.get_revoked_certificate_by_serial_number(int(sys.argv[1])) is None)' '${serial:-0}'" \
     2>/dev/null && revoked=$((revoked + 1))
 done
-((revoked == M)) || ok16=n
+((revoked == M)) || ok_remove=n
 # n4 keeps its old configuration and certificate: every connection it initiates must fail
 # (all at once: each waits up to 20 s for an answer that must not come)
 refused=0 tries=0 tried=()
@@ -115,25 +115,25 @@ stray=0
 for ((i = 1; i <= M; i++)); do
   L "$i" "swanctl --list-sas --raw 2>/dev/null | grep -q 'remote-host=$n4_addr '" 2>/dev/null && stray=$((stray + 1))
 done
-((refused == tries && stray == 0)) || ok16=n
-recover "after removing n$NEW" || ok16=n
-record "16 remove n$NEW (remove_node.yml)" "$([[ $ok16 = y ]] && echo PASS || echo FAIL)" \
+((refused == tries && stray == 0)) || ok_remove=n
+recover "after removing n$NEW" || ok_remove=n
+record "remove n$NEW (remove_node.yml)" "$([[ $ok_remove = y ]] && echo PASS || echo FAIL)" \
   "$rm_s s, changed ${per}; left towards n$NEW: ${left:-nothing}; its serial ${serial:-?} in the CRL of $revoked/$M; n$NEW refused by $refused/$tries, SAs with it: $stray"
 
 # ---- reset n4: as it was before add_node.yml, but for the pod this test made (kubeadm reset would remove it)
 L "$NEW" "$CNI_STANDIN pod-down a$NEW; rm -f /root/cri_pods.py /root/cni_runtime.py" >/dev/null 2>&1 || true
 t=$SECONDS
-ok17=y
-playbook reset playbooks/reset.yml -e "node=n$NEW" >/dev/null || ok17=n
+ok_reset=y
+playbook reset playbooks/reset.yml -e "node=n$NEW" >/dev/null || ok_reset=n
 reset_s=$((SECONDS - t))
 # A second reset changed nothing in the runs by hand (README); not repeated here, for make test's time.
-L "$NEW" 'bash -s' <"$HERE/files/state_listing.sh" >"$LOGDIR/n$NEW-state-after.txt" 2>/dev/null || ok17=n
+L "$NEW" 'bash -s' <"$HERE/files/state_listing.sh" >"$LOGDIR/n$NEW-state-after.txt" 2>/dev/null || ok_reset=n
 if diff "$LOGDIR/n$NEW-state-before.txt" "$LOGDIR/n$NEW-state-after.txt" >"$LOGDIR/n$NEW-state.diff"; then
   same="equal ($(grep -c . "$LOGDIR/n$NEW-state-after.txt" || true) lines)"
 else
-  ok17=n same="differs in $(grep -c '^[<>]' "$LOGDIR/n$NEW-state.diff") lines: $(grep '^[<>]' "$LOGDIR/n$NEW-state.diff" | head -n 4 | paste -sd';' -)"
+  ok_reset=n same="differs in $(grep -c '^[<>]' "$LOGDIR/n$NEW-state.diff") lines: $(grep '^[<>]' "$LOGDIR/n$NEW-state.diff" | head -n 4 | paste -sd';' -)"
 fi
-record "17 reset n$NEW (reset.yml)" "$([[ $ok17 = y ]] && echo PASS || echo FAIL)" \
+record "reset n$NEW (reset.yml)" "$([[ $ok_reset = y ]] && echo PASS || echo FAIL)" \
   "$reset_s s; state listing before add_node vs after reset: $same"
 
 # ---- what the pods and the bridge saw meanwhile
@@ -146,6 +146,6 @@ for ((i = 1; i <= M; i++)); do
 done
 read -r esp clear < <(capture_stop)
 [[ $clear = 0 ]] || lostok=n
-record "15/16 pings during add+remove" "$([[ $lostok = y ]] && echo PASS || echo FAIL)" \
+record "pings during add+remove" "$([[ $lostok = y ]] && echo PASS || echo FAIL)" \
   "lost/sent: ${lost}; $esp ESP packets, $clear cleartext"
 LAB_CONVERGE=0 "$LABSH" up "$M" >"$LOGDIR/lab-down-$NEW.log" 2>&1 || ts "lab.sh up $M (stopping n$NEW) failed"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# A node's state as playbooks/reset.yml promises to restore it (lab check 17): units and their states, links,
-# routes, the firewall's rules and chains, and the files the collection could touch, with their checksums. Run on the
-# node before the first build and after the reset; the two listings must be equal.
+# A node's state as playbooks/reset.yml promises to restore it (the lab check 95-add-remove-reset): units and their
+# states, links, routes, the firewall's rules and chains, and the files the collection could touch, with their
+# checksums. Run on the node before the first build and after the reset; the two listings must be equal.
 set -u
 echo "== unit files"
 systemctl list-unit-files --no-legend --no-pager | awk '{print $1, $2}' | sort

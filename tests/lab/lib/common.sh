@@ -4,26 +4,38 @@
 
 ts() { printf '[e2e %s +%ss] %s\n' "$(date +%T)" "$((SECONDS - T0))" "$*"; }
 
+# Every row is named by the check that records it: the runner sets CHECK to the file's name without .sh (e.g.
+# 40-reach-esp) before it sources checks/<CHECK>.sh, and to lab-up, converge, plan or platform for its own rows.
+CHECK=
 RESULTS=()
 FAILED=0
-record() { # record <check> <PASS|FAIL> <figure>
-  RESULTS+=("$1|$2|$3")
+row_name() { # row_name [what]: "<check>: <what>", or "<check>" alone; "e2e" outside any check
+  printf '%s' "${CHECK:-e2e}${1:+: $1}"
+}
+record() { # record <what> <PASS|FAIL> <figure>: a row "<check>: <what>" ("" for <what>: the check's name alone)
+  local name
+  name=$(row_name "$1")
+  RESULTS+=("$name|$2|$3")
   [[ $2 = PASS ]] || FAILED=1
-  ts "check $1: $2 -- $3"
+  ts "$name: $2 -- $3"
 }
 all_passed() { ((FAILED == 0)); }
 
 TABLE_DONE=0
 print_table() {
-  local row c r f
+  local row c r f w=34
   ((TABLE_DONE)) && return 0
   TABLE_DONE=1
+  for row in "${RESULTS[@]}"; do
+    c=${row%%|*}
+    ((${#c} <= w)) || w=${#c}
+  done
   echo
   echo "================ e2e results ($((SECONDS - T0)) s, logs in ${LOGDIR#"$ROOT"/}) ================"
-  printf '%-34s %-5s %s\n' check result figure
+  printf '%-*s %-5s %s\n' "$w" check result figure
   for row in "${RESULTS[@]}"; do
     IFS='|' read -r c r f <<<"$row"
-    printf '%-34s %-5s %s\n' "$c" "$r" "$f"
+    printf '%-*s %-5s %s\n' "$w" "$c" "$r" "$f"
   done
   echo "=================================================================================="
   # CI shows only the last lines of a run: the failed checks are repeated where they are seen.
@@ -53,7 +65,7 @@ import json, sys
 print(next(p["bridge"] for p in json.load(sys.stdin)["plugins"] if p["type"] == "bridge"))'
 }
 
-# ---------------------------------------------------------------- SAs (check 1)
+# ---------------------------------------------------------------- SAs (30-sas, 99-final-sas, after every fault)
 
 sa_state() { # sa_state <i>: one line from check_sas.py; status 0 when node i is as expected
   local peers
@@ -62,7 +74,7 @@ sa_state() { # sa_state <i>: one line from check_sas.py; status 0 when node i is
     python3 "$HERE/files/check_sas.py" "$peers"
 }
 
-settle_sas() { # settle_sas <label>: wait until every node passes; records check 1 (<label>)
+settle_sas() { # settle_sas <label>: wait until every node passes; records the row "<check>: SAs <label>"
   local t0=$SECONDS i out bad
   while :; do
     bad=
@@ -71,13 +83,13 @@ settle_sas() { # settle_sas <label>: wait until every node passes; records check
     done
     [[ -z $bad ]] && break
     if ((SECONDS - t0 >= SETTLE)); then
-      record "1 SAs $1" FAIL "not settled after $((SECONDS - t0)) s: $bad"
+      record "SAs $1" FAIL "not settled after $((SECONDS - t0)) s: $bad"
       for ((i = 1; i <= N; i++)); do L "$i" 'swanctl --list-sas' >"$LOGDIR/sas-$1-n$i.txt" 2>&1 || true; done
       return 1
     fi
     sleep 3
   done
-  record "1 SAs $1" PASS "settled in $((SECONDS - t0)) s; n1 $(sa_state 1)"
+  record "SAs $1" PASS "settled in $((SECONDS - t0)) s; n1 $(sa_state 1)"
 }
 
 # shellcheck disable=SC2016 # expanded on the node
@@ -140,7 +152,7 @@ need_pods() { # every node has its pod (from an earlier check of this run, or fo
   ((${#missing[@]} == 0)) || pods_ensure "${missing[@]}"
 }
 
-# ---------------------------------------------------------------- reachability (check 2)
+# ---------------------------------------------------------------- reachability (40-reach-esp, after every fault)
 
 # probe lines for node <i>: "<label> <netns-or-host> <target ip> <expected body>"
 probes_for() {
@@ -197,19 +209,19 @@ reach_probe() { # reach_probe <label>: every pod -> every remote pod, every node
   return 1
 }
 
-reach() { # reach <label> [retry seconds]: records check 2 (<label>); retries while the data path settles
+reach() { # reach <label> [retry seconds]: records the row "<check>: reach <label>"; retries while the data path settles
   local t0=$SECONDS
   until reach_probe "$1"; do
     if ((SECONDS - t0 >= ${2:-0})); then
-      record "2 reach $1" FAIL "$REACH_FIG"
+      record "reach $1" FAIL "$REACH_FIG"
       return 1
     fi
     sleep 3
   done
-  record "2 reach $1" PASS "$REACH_FIG (after $((SECONDS - t0)) s)"
+  record "reach $1" PASS "$REACH_FIG (after $((SECONDS - t0)) s)"
 }
 
-recover() { # recover <label>: the SAs settle and every pod is reachable again (checks 1 and 2)
+recover() { # recover <label>: the SAs settle and every pod is reachable again (settle_sas and reach)
   local rc=0
   settle_sas "$1" || rc=1
   reach "$1" 60 || rc=1
@@ -236,7 +248,7 @@ outage_stop() { # outage_stop <i>: stops the pinger of node i; prints "<longest 
         printf "%.1fs %d/%d%s\n", gap, lost, sent, which }'"'"' /run/k8s-ipsec-lab-ping.log' 2>/dev/null || echo "?s ?/?"
 }
 
-# ---------------------------------------------------------------- captures on br0 (checks 3 and 6)
+# ---------------------------------------------------------------- captures on br0 (40-reach-esp, 70-fail-closed, ...)
 
 tcpdump_listening() { # tcpdump_listening <its log>: returns once tcpdump says it listens (5 s at most)
   local k
@@ -288,13 +300,13 @@ failclosed() { # failclosed <label> <probe lines "<node> <label> <netns|host> <i
   done
   read -r esp clear < <(capture_stop)
   if ((answered == 0 && clear == 0 && total > 0)); then
-    record "6 fail-closed: $label" PASS "$total/$total probes dropped, $clear cleartext pod packets on br0"
+    record "dropped with $label" PASS "$total/$total probes dropped, $clear cleartext pod packets on br0"
   else
-    record "6 fail-closed: $label" FAIL "$answered/$total probes answered, $clear cleartext pod packets (failclosed-$label.pcap)"
+    record "dropped with $label" FAIL "$answered/$total probes answered, $clear cleartext pod packets (failclosed-$label.pcap)"
   fi
 }
 
-# ---------------------------------------------------------------- node state (checks 4 and 9)
+# ---------------------------------------------------------------- node state (80-reboot, 90-repair)
 
 # unit_state <i>: status 0 when node i is as the plan says: the plan's units and strongswan.service active, each
 # unit's own script passes its `check` (bridge, rules, tunnels against the node's settings), the bridge holds the
