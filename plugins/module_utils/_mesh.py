@@ -35,6 +35,10 @@ DEFAULT_IPSEC_OVERHEAD = 80
 # The smallest datagram every IPv4 host must accept: a pod MTU below it breaks ordinary traffic.
 _MIN_POD_MTU = 576
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+# A node's name becomes file names on the controller (its issued certificate), a certificate subject, swanctl and
+# kubeadm configuration and command lines: DNS-label-like, so it can never climb out of a folder or split a word.
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_MAX_NODE_NAME = 63
 
 
 def inventory_argument_spec():
@@ -123,11 +127,13 @@ def validate_nodes(
     service_cidr=DEFAULT_SERVICE_CIDR,
     tunnel_prefix=DEFAULT_TUNNEL_PREFIX,
     problems=None,
+    controller_addresses=(),
 ):
     """Check the whole inventory at once; return (nodes, cluster network, node prefix) or raise InventoryError.
 
     Every problem found is reported, each naming its host and value, so one run tells the operator
-    everything to fix. `problems` may carry problems the caller found in its own options.
+    everything to fix. `problems` may carry problems the caller found in its own options. `controller_addresses`,
+    where known, must lie outside the cluster and service networks too: the nodes' rules drop such sources.
     """
     problems = list(problems or [])
     cluster = _parse_network(cluster_cidr, "cluster_cidr", problems)
@@ -137,6 +143,8 @@ def validate_nodes(
     if cluster is not None and service is not None and cluster.overlaps(service):
         problems.append("cluster_cidr %s overlaps service_cidr %s" % (cluster, service))
     capacity = 1 << (prefix - cluster.prefixlen) if cluster is not None and prefix is not None else None
+    for raw in controller_addresses or ():
+        problems.extend(_controller_problems(raw, cluster, service))
 
     if not isinstance(nodes, (list, tuple)) or not nodes:
         raise InventoryError(problems + ["no nodes: group k8s_cluster is empty or missing"])
@@ -152,10 +160,21 @@ def validate_nodes(
         if not name:
             problems.append("node #%d has an empty name" % position)
             continue
-        if name in by_name:
-            problems.append("host %s is listed twice" % name)
+        if len(name) > _MAX_NODE_NAME or not _NODE_NAME.match(name):
+            problems.append(
+                "host %r: a node name must be 1 to %d letters, digits, '.', '_' or '-', starting with a letter or "
+                "digit (it names files, certificates and configuration)" % (name, _MAX_NODE_NAME)
+            )
             continue
-        by_name[name] = True
+        if name.lower() in by_name:
+            other = by_name[name.lower()]
+            problems.append(
+                "host %s is listed twice" % name
+                if other == name
+                else "hosts %s and %s differ only in case" % (other, name)
+            )
+            continue
+        by_name[name.lower()] = name
 
         address_raw = raw.get("address")
         address = None
@@ -168,8 +187,15 @@ def validate_nodes(
         if address is not None:
             if address.version != 4:
                 problems.append("host %s: address %s must be IPv4 for the tunnels" % (name, address))
+            elif address.is_loopback or address.is_multicast or address.is_unspecified or address.is_reserved:
+                problems.append(
+                    "host %s: underlay address %s cannot be a node's (loopback, multicast, unspecified "
+                    "or reserved)" % (name, address)
+                )
             elif cluster is not None and address in cluster:
                 problems.append("host %s: underlay address %s lies inside cluster_cidr %s" % (name, address, cluster))
+            elif service is not None and address in service:
+                problems.append("host %s: underlay address %s lies inside service_cidr %s" % (name, address, service))
             elif address in by_address:
                 problems.append("hosts %s and %s share the address %s" % (by_address[address], name, address))
             else:
@@ -206,6 +232,19 @@ def validate_nodes(
     if problems:
         raise InventoryError(problems)
     return parsed, cluster, prefix
+
+
+def _controller_problems(raw, cluster, service):
+    try:
+        address = ipaddress.ip_address(str(raw).strip())
+    except ValueError:
+        return ["controller address %r is not an IP address" % (raw,)]
+    for network, what in ((cluster, "cluster_cidr"), (service, "service_cidr")):
+        if network is not None and address.version == network.version and address in network:
+            return [
+                "controller address %s lies inside %s %s: the nodes would drop its traffic" % (address, what, network)
+            ]
+    return []
 
 
 def _subnet(cluster, prefix, index):
@@ -319,9 +358,12 @@ def plan_mesh(
     service_cidr=DEFAULT_SERVICE_CIDR,
     tunnel_prefix=DEFAULT_TUNNEL_PREFIX,
     problems=None,
+    controller_addresses=(),
 ):
     """Validate the inventory once and precompute what every peer entry repeats."""
-    parsed, cluster, prefix = validate_nodes(nodes, cluster_cidr, node_prefix, service_cidr, tunnel_prefix, problems)
+    parsed, cluster, prefix = validate_nodes(
+        nodes, cluster_cidr, node_prefix, service_cidr, tunnel_prefix, problems, controller_addresses
+    )
     return _Plan(parsed, cluster, prefix, tunnel_prefix)
 
 
@@ -353,6 +395,7 @@ def network_plan(
     tunnel_prefix=DEFAULT_TUNNEL_PREFIX,
     underlay_mtu=DEFAULT_UNDERLAY_MTU,
     ipsec_overhead=DEFAULT_IPSEC_OVERHEAD,
+    controller_addresses=(),
 ):
     """The whole plan from one validation: cluster-wide values, every node, every node's peers.
 
@@ -360,7 +403,7 @@ def network_plan(
     """
     problems = []
     mtu = _pod_mtu(underlay_mtu, ipsec_overhead, problems)
-    plan = plan_mesh(nodes, cluster_cidr, node_prefix, service_cidr, tunnel_prefix, problems)
+    plan = plan_mesh(nodes, cluster_cidr, node_prefix, service_cidr, tunnel_prefix, problems, controller_addresses)
     return {
         "cluster_cidr": str(plan.cluster),
         "service_cidr": str(ipaddress.ip_network(str(service_cidr))),

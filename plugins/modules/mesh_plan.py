@@ -39,6 +39,13 @@ options:
       - The result must be at least 576.
     type: int
     default: 80
+  controller_addresses:
+    description:
+      - Addresses the controller reaches the nodes from, where known. Each must lie outside O(cluster_cidr) and
+        O(service_cidr): the nodes' rules drop such sources arriving from the underlay.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -144,6 +151,7 @@ def main():
     argument_spec.update(
         underlay_mtu=dict(type="int", default=DEFAULT_UNDERLAY_MTU),
         ipsec_overhead=dict(type="int", default=DEFAULT_IPSEC_OVERHEAD),
+        controller_addresses=dict(type="list", elements="str", default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -156,6 +164,7 @@ def main():
             params["tunnel_prefix"],
             params["underlay_mtu"],
             params["ipsec_overhead"],
+            params["controller_addresses"],
         )
     except InventoryError as exc:
         module.fail_json(msg=str(exc), problems=exc.problems)

@@ -127,6 +127,23 @@ BAD_INVENTORIES = [
         ["kube-node2", "10.128.7.7", "inside cluster_cidr"],
     ),
     ("node is not a mapping", lambda n: n.__setitem__(1, "kube-node2"), ["node #1", "not a mapping"]),
+    # Names become controller file names, certificate subjects and command-line words.
+    ("name climbing out of a folder", lambda n: n[0].update(name="../ca"), ["'../ca'", "a node name must be"]),
+    ("name with a slash", lambda n: n[0].update(name="pki/ca"), ["'pki/ca'", "a node name must be"]),
+    ("name with a space", lambda n: n[0].update(name="kube node1"), ["'kube node1'", "a node name must be"]),
+    ("name starting with a dot", lambda n: n[0].update(name=".hidden"), ["'.hidden'", "a node name must be"]),
+    ("name starting with a dash", lambda n: n[0].update(name="-n1"), ["'-n1'", "a node name must be"]),
+    ("name too long", lambda n: n[0].update(name="n" * 64), ["'" + "n" * 64 + "'", "1 to 63"]),
+    ("names equal but for case", lambda n: n[1].update(name="KUBE-NODE1"), ["kube-node1", "KUBE-NODE1", "case"]),
+    (
+        "underlay inside service CIDR",
+        lambda n: n[1].update(address="10.96.0.10"),
+        ["kube-node2", "10.96.0.10", "inside service_cidr"],
+    ),
+    ("loopback underlay", lambda n: n[0].update(address="127.0.0.1"), ["kube-node1", "127.0.0.1", "loopback"]),
+    ("multicast underlay", lambda n: n[0].update(address="224.0.0.5"), ["kube-node1", "224.0.0.5", "multicast"]),
+    ("unspecified underlay", lambda n: n[0].update(address="0.0.0.0"), ["kube-node1", "0.0.0.0", "unspecified"]),
+    ("broadcast underlay", lambda n: n[0].update(address="255.255.255.255"), ["kube-node1", "255.255.255.255"]),
 ]
 
 
@@ -140,6 +157,28 @@ def test_bad_node_is_rejected_naming_host_and_value(case, mutate, expected):
         assert fragment in str(error.value), case
     with pytest.raises(InventoryError):
         mesh_peers(nodes, "kube-node3" if case != "duplicate name" else "kube-node1")
+
+
+def test_fqdn_and_underscore_names_are_accepted():
+    nodes = vagrant_nodes()
+    nodes[0]["name"] = "kube-node1.example.com"
+    nodes[1]["name"] = "kube_node2"
+    assert list(pod_subnets(nodes))[:2] == ["kube-node1.example.com", "kube_node2"]
+
+
+@pytest.mark.parametrize(
+    "controller, expected",
+    [
+        (["10.128.0.5"], "controller address 10.128.0.5 lies inside cluster_cidr 10.128.0.0/16"),
+        (["10.100.0.1"], "controller address 10.100.0.1 lies inside service_cidr 10.96.0.0/12"),
+        (["ctl.example"], "controller address 'ctl.example' is not an IP address"),
+    ],
+)
+def test_a_controller_address_the_nodes_would_drop_is_rejected(controller, expected):
+    with pytest.raises(InventoryError) as error:
+        network_plan(vagrant_nodes(), controller_addresses=controller)
+    assert expected in str(error.value)
+    assert network_plan(vagrant_nodes(), controller_addresses=["192.168.64.1", "2001:db8::1"])["nodes"]
 
 
 def test_plan_holds_every_node_and_the_same_peers_as_mesh_peers():
@@ -252,11 +291,12 @@ def inventories(draw):
     indexes = draw(st.lists(st.integers(0, capacity - 1), min_size=1, max_size=40, unique=True))
     names = draw(
         st.lists(
-            st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-_", min_size=1, max_size=60),
+            # the names the plan accepts: DNS-label-like
+            st.from_regex(r"[a-z0-9][a-z0-9._-]{0,59}", fullmatch=True),
             min_size=len(indexes),
             max_size=len(indexes),
             unique=True,
-        ).filter(lambda names: all(name.strip() for name in names))
+        )
     )
     nodes = [
         {"name": name, "address": str(ipaddress.ip_address("172.16.0.1") + position), "index": index}

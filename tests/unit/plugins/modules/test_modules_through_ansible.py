@@ -117,6 +117,7 @@ def test_a_role_run_without_the_plan_stops_before_any_task(tmp_path, role):
             "ansible_host: 192.168.64.20\n      k8s_ipsec_address: 10.128.9.9\n      k8s_ipsec_node_index: 2",
             "host b: underlay address 10.128.9.9 lies inside",
         ),
+        ("ansible_host: 10.96.0.10\n      k8s_ipsec_node_index: 2", "host b: underlay address 10.96.0.10 lies inside"),
     ],
 )
 def test_site_rejects_a_bad_inventory_before_touching_any_node(tmp_path, host_vars, message):
