@@ -54,6 +54,17 @@ options:
     description: A certificate with fewer days left than this is reported as a problem.
     type: int
     default: 30
+  controller_time:
+    description:
+      - The controller's clock (seconds since the epoch) when the task was sent; the node's clock is compared with
+        it. The offset includes the time the module takes to start, a few seconds at most.
+    type: float
+  max_clock_offset:
+    description:
+      - An offset from O(controller_time) larger than this many seconds is reported as a problem: certificates are
+        checked against the clock.
+    type: int
+    default: 60
 requirements:
   - swanctl on the node; cryptography when O(certificates) is given
 """
@@ -101,6 +112,11 @@ xfrm_errors:
   returned: always
   type: dict
   sample: {XfrmInNoStates: 3}
+clock_offset_s:
+  description: The node's clock minus O(controller_time), in seconds; null without O(controller_time).
+  returned: always
+  type: float
+  sample: 0.8
 lines:
   description: The state as table lines, one per peer and one for the node.
   returned: always
@@ -122,6 +138,7 @@ problems:
 """
 
 import datetime
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k8s_ipsec.cni.plugins.module_utils._status import (
@@ -149,6 +166,7 @@ def certificate_state(path):
 
 
 def main():
+    node_time = time.time()
     module = AnsibleModule(
         argument_spec=dict(
             peers=dict(type="list", elements="dict", required=True),
@@ -157,6 +175,8 @@ def main():
             guarded_units=dict(type="list", elements="str", default=[]),
             certificates=dict(type="dict", default={}),
             expiry_days=dict(type="int", default=30),
+            controller_time=dict(type="float"),
+            max_clock_offset=dict(type="int", default=60),
         ),
         supports_check_mode=True,
     )
@@ -233,6 +253,17 @@ def main():
                     "re-run the strongswan role to re-issue it",
                 )
 
+    clock_offset = None
+    if params["controller_time"] is not None:
+        clock_offset = round(node_time - params["controller_time"], 1)
+        if abs(clock_offset) > params["max_clock_offset"]:
+            problem(
+                "clock",
+                "the clock is %.0f s %s the controller's"
+                % (abs(clock_offset), "ahead of" if clock_offset > 0 else "behind"),
+                "synchronise it (timedatectl set-ntp true; timedatectl timesync-status)",
+            )
+
     try:
         with open("/proc/net/xfrm_stat") as handle:
             xfrm_errors = parse_xfrm_stat(handle.read())
@@ -240,7 +271,13 @@ def main():
         xfrm_errors = {}
 
     state = dict(
-        peers=peers, units=units, guards=guards, certificates=certificates, xfrm_errors=xfrm_errors, problems=problems
+        peers=peers,
+        units=units,
+        guards=guards,
+        certificates=certificates,
+        xfrm_errors=xfrm_errors,
+        clock_offset_s=clock_offset,
+        problems=problems,
     )
     module.exit_json(
         changed=False,

@@ -2,6 +2,7 @@
 what the lab's nodes printed: the table, the JSON, and a failure that names what, where and the fix."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -54,10 +55,11 @@ def verify(tmp_path):
     inventory = {"k8s_cluster": {"hosts": hosts, "vars": {"ansible_connection": "local"}}}
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
 
-    def run(*marks):
+    def run(*marks, **variables):
         for mark in marks:
             (fake / mark).touch()
         extra = {"ansible_become": False, "verify_certificates": {}, "verify_json": str(tmp_path / "state.json")}
+        extra.update(variables)
         (tmp_path / "extra.json").write_text(json.dumps(extra))
         proc = run_ansible(
             "ansible-playbook", "-i", str(tmp_path / "hosts.yml"), "-e", f"@{tmp_path / 'extra.json'}",
@@ -102,3 +104,13 @@ def test_a_missing_sa_names_the_peer_and_the_way_back(verify, tmp_path):
         in (proc.stdout)
     )
     assert {p["name"]: p["ike_state"] for p in state["n1"]["peers"]} == {"n2": "ESTABLISHED", "n3": "NONE"}
+
+
+def test_a_node_clock_far_from_the_controllers_is_named_with_the_fix(verify):
+    proc, state = verify()
+    assert all(abs(node["clock_offset_s"]) < 60 for node in state.values())
+    # the controller's clock an hour ahead, as the nodes would see it: every node is an hour behind
+    proc, state = verify(__verify_controller_time="{{ now(utc=true).timestamp() + 3600 }}")
+    assert proc.returncode != 0
+    assert re.search(r"n2, clock: the clock is 3[56]\d\d s behind the controller's -> synchronise it", proc.stdout)
+    assert all(-3700 < node["clock_offset_s"] < -3500 for node in state.values())

@@ -263,7 +263,9 @@ def test_units_are_ordered_by_the_plans_unit_names(cluster):
     tunnels = rendered.text(host, "k8s-ipsec-tunnels.service").splitlines()
     assert f"PartOf={units['bridge']}" in tunnels and f"Requires={units['bridge']}" in tunnels
     dropin = rendered.text(host, "strongswan-dropin.conf").splitlines()
-    assert f"After={units['bridge']} {units['tunnels']} {units['firewall']}" in dropin
+    # certificates are checked against the clock: after it is synchronised, where the node waits for that
+    assert f"After={units['bridge']} {units['tunnels']} {units['firewall']} time-sync.target" in dropin
+    assert not any(line.startswith("Wants=") and "time-sync" in line for line in dropin)
 
 
 def run(*command, env=None):
