@@ -42,7 +42,7 @@ options:
   controller_addresses:
     description:
       - Addresses the controller reaches the nodes from, where known. Each must lie outside O(cluster_cidr) and
-        O(service_cidr): the nodes' rules drop such sources arriving from the underlay.
+        O(service_cidr), since the nodes' rules drop such sources arriving from the underlay.
     type: list
     elements: str
     default: []

@@ -61,7 +61,7 @@ options:
     type: float
   max_clock_offset:
     description:
-      - An offset from O(controller_time) larger than this many seconds is reported as a problem: certificates are
+      - An offset from O(controller_time) larger than this many seconds is reported as a problem, as certificates are
         checked against the clock.
     type: int
     default: 60
