@@ -69,3 +69,21 @@ def test_a_rotation_the_mode_cannot_do_stops_before_any_change(tmp_path, auth, w
         assert f"host {host}: strongswan_rotate (-e rotate=) is '{what}'; with strongswan_auth {auth}" in said
     assert f"it is one of {allowed}. Nothing was changed." in said
     assert sorted(str(p.relative_to(pki_dir)) for p in pki_dir.rglob("*")) == ["psk", "psk/pair-1-2"]
+
+
+def test_rotate_refuses_a_limit_before_touching_any_node(tmp_path):
+    inventory = {
+        "k8s_cluster": {
+            "hosts": {
+                "a": {"ansible_host": "192.0.2.1", "k8s_ipsec_node_index": 1},
+                "b": {"ansible_host": "192.0.2.2", "k8s_ipsec_node_index": 2},
+            }
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    # unreachable addresses: anything that touched a node would fail as unreachable
+    proc = run_ansible("ansible-playbook", "-i", str(tmp_path / "hosts.yml"), "--limit", "a", "playbooks/rotate.yml")
+    assert proc.returncode != 0
+    said = " ".join(proc.stdout.split())
+    assert "rotate.yml rotates the credentials of every node together and takes no --limit (a given)" in said
+    assert "UNREACHABLE" not in proc.stdout
