@@ -181,6 +181,8 @@ write_inventory() {
     echo "    ansible_ssh_private_key_file: $KEYFILE"
     echo "    ansible_ssh_common_args: >-"
     echo "      -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ServerAliveInterval=5 -o ServerAliveCountMax=6"
+    # the VMs make new host keys at every boot of a fresh image; mitogen checks keys unless told here
+    echo "    ansible_host_key_checking: false"
     echo "    k8s_ipsec_kubernetes: false"
     echo "    strongswan_pki_dir: $LAB/pki"
     if [[ -n ${LAB_TUNNEL_TYPE:-} ]]; then echo "    strongswan_tunnel_type: $LAB_TUNNEL_TYPE"; fi

@@ -8,11 +8,14 @@ systemctl list-unit-files --no-legend --no-pager | awk '{print $1, $2}' | sort
 echo "== running services"
 systemctl list-units --type=service --state=running --no-legend --no-pager --plain | awk '{print $1}' | sort
 echo "== links"
-ip -o link show | awk -F': ' '{ split($2, n, "@"); print n[1] }' | sort
+# Loading a tunnel module (ip_vti for VTI devices) makes the kernel's own fallback device, which stays until the
+# module is unloaded; the reset leaves loaded modules alone (they are no longer loaded at boot).
+ip -o link show | awk -F': ' '{ split($2, n, "@"); print n[1] }' | grep -vxE 'ip_vti0|ip6_vti0' | sort
 echo "== routes"
 ip route show table all | grep -v '^local \|^broadcast \|^multicast \|^ff00::\|^fe80::' | sort
 echo "== firewall"
 iptables-save 2>/dev/null | grep -E '^-A |^:[^ ]+ - ' | sort
+nft list tables 2>/dev/null | sort
 echo "== files"
 # /opt/k8s-ipsec-lab is the lab's own tooling, baked into the image (its CRI client leaves Python caches there).
 find /etc /usr/local /opt /run/cni /var/lib/cni /var/lib/k8s-ipsec -xdev \( -type f -o -type l \) 2>/dev/null |
