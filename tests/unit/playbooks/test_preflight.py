@@ -2,6 +2,7 @@
 controller, stop the run before any change, with the host, the old and the new value, and what to do."""
 
 import json
+import sys
 
 import pytest
 import yaml
@@ -12,20 +13,37 @@ from ansible_cli import run_ansible
 def cluster(tmp_path):
     """Hosts a (index 1) and b (index 2) on local connections; each keeps its files under tmp_path/<host>."""
 
-    def run(recorded=None, certified=(), ca=True, extra=None):
+    def run(recorded=None, certified=(), ca=True, extra=None, node_ca=None, issued=(), limit=None, host_vars=None):
         inventory = {
             "k8s_cluster": {
                 "hosts": {
                     "a": {"ansible_host": "192.168.64.10", "k8s_ipsec_node_index": 1},
                     "b": {"ansible_host": "192.168.64.20", "k8s_ipsec_node_index": 2},
                 },
-                "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                "vars": {"ansible_connection": "local"},
             }
         }
+        # Each host's Python starts in its own folder, where a relative path points: also when a task is delegated
+        # to it (a delegated task is still templated with the delegating host's name).
+        for host in ("a", "b"):
+            (tmp_path / host).mkdir(exist_ok=True)
+            python = tmp_path / f"python-{host}"
+            python.write_text(f'#!/bin/sh\ncd "{tmp_path / host}" && exec {sys.executable} "$@"\n')
+            python.chmod(0o755)
+            inventory["k8s_cluster"]["hosts"][host]["ansible_python_interpreter"] = str(python)
         pki = tmp_path / "pki"
         pki.mkdir(exist_ok=True)
         if ca:
             (pki / "ca.key").write_text("a stand-in CA key\n")
+            (pki / "ca.crt").write_text("the cluster CA\n")
+        for host, text in (node_ca or {}).items():
+            (tmp_path / host).mkdir(exist_ok=True)
+            (tmp_path / host / "ca.crt").write_text(text)
+        for host in issued:
+            (pki / "issued").mkdir(exist_ok=True)
+            (pki / "issued" / f"{host}.crt").write_text("a copy of the certificate issued to it\n")
+        for host, values in (host_vars or {}).items():
+            inventory["k8s_cluster"]["hosts"][host].update(values)
         for host, index in (recorded or {}).items():
             (tmp_path / host).mkdir(exist_ok=True)
             (tmp_path / host / "bridge.default").write_text(f"INDEX={index}\nBRIDGE=cni0\n")
@@ -39,12 +57,13 @@ def cluster(tmp_path):
             "strongswan_pki_dir": str(pki),
             "__network_plan_index_record": str(tmp_path / "{{ inventory_hostname }}" / "bridge.default"),
             "__strongswan_cert_path": str(tmp_path / "{{ inventory_hostname }}" / "node.crt"),
+            "__strongswan_ca_path": "ca.crt",
             **(extra or {}),
         }
         (tmp_path / "extra.json").write_text(json.dumps(variables))
         proc = run_ansible(
             "ansible-playbook", "-i", str(tmp_path / "hosts.yml"), "-e", f"@{tmp_path / 'extra.json'}",
-            "playbooks/internal/preflight.yml",
+            *(["--limit", limit] if limit else []), "playbooks/internal/preflight.yml",
         )  # fmt: skip
         after = sorted(str(p) for p in tmp_path.rglob("*") if p.name not in ("hosts.yml", "extra.json"))
         assert after == before, "the preflight changed files"
@@ -85,3 +104,40 @@ def test_a_new_ca_is_an_explicit_choice(cluster):
 
 def test_psk_mode_needs_no_ca(cluster):
     assert cluster(certified=("a",), ca=False, extra={"strongswan_auth": "psk"}).returncode == 0
+
+
+def test_nodes_trusting_the_controllers_ca_pass(cluster):
+    proc = cluster(certified=("a", "b"), node_ca={"a": "the cluster CA\n", "b": "the cluster CA\n"})
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_a_node_trusting_another_ca_stops_the_run(cluster, tmp_path):
+    proc = cluster(certified=("a", "b"), node_ca={"a": "the cluster CA\n", "b": "another cluster's CA\n"})
+    assert proc.returncode != 0
+    said = " ".join(proc.stdout.split())
+    assert f"host b trusts another CA than {tmp_path}/pki/ca.crt. Nothing was changed." in said
+    assert "set strongswan_pki_dir to the folder of this cluster's ca.crt" in said
+
+
+def test_a_node_outside_the_limit_is_read_too(cluster):
+    proc = cluster(node_ca={"a": "the cluster CA\n", "b": "another cluster's CA\n"}, limit="a")
+    assert proc.returncode != 0
+    assert "host b trusts another CA" in proc.stdout
+
+
+def test_an_unreachable_certified_node_outside_the_limit_stops_the_run(cluster):
+    # b's ssh goes to a closed port on loopback: refused at once
+    unreachable = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 1,
+                   "k8s_ipsec_address": "192.168.64.20"}  # fmt: skip
+    proc = cluster(node_ca={"a": "the cluster CA\n"}, issued=("b",), limit="a", host_vars={"b": unreachable})
+    assert proc.returncode != 0
+    said = " ".join(proc.stdout.split())
+    assert "host b holds a certificate of the cluster CA but its CA cannot be read" in said
+    assert "playbooks/remove_node.yml" in said
+
+
+def test_an_unreachable_node_never_certified_has_nothing_to_check(cluster):
+    unreachable = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 1,
+                   "k8s_ipsec_address": "192.168.64.20"}  # fmt: skip
+    proc = cluster(node_ca={"a": "the cluster CA\n"}, limit="a", host_vars={"b": unreachable})
+    assert proc.returncode == 0, proc.stdout
