@@ -2,7 +2,9 @@
 controller, stop the run before any change, with the host, the old and the new value, and what to do."""
 
 import json
+import re
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -141,3 +143,24 @@ def test_an_unreachable_node_never_certified_has_nothing_to_check(cluster):
                    "k8s_ipsec_address": "192.168.64.20"}  # fmt: skip
     proc = cluster(node_ca={"a": "the cluster CA\n"}, limit="a", host_vars={"b": unreachable})
     assert proc.returncode == 0, proc.stdout
+
+
+def pki_dir_of(tmp_path, inventory_dir):
+    """strongswan_pki_dir as the strongswan role's defaults compute it for an inventory in inventory_dir."""
+    inventory_dir.mkdir(parents=True, exist_ok=True)
+    (inventory_dir / "hosts.yml").write_text(yaml.safe_dump({"k8s_cluster": {"hosts": {"a": {}}}}))
+    defaults = Path(__file__).parents[3] / "roles" / "strongswan" / "defaults" / "main.yml"
+    play = [{"hosts": "a", "gather_facts": False, "vars_files": [str(defaults)],
+             "tasks": [{"ansible.builtin.debug": {"msg": "pki={{ strongswan_pki_dir }}"}}]}]  # fmt: skip
+    (tmp_path / "pki-dir.yml").write_text(yaml.safe_dump(play))
+    proc = run_ansible("ansible-playbook", "-i", str(inventory_dir / "hosts.yml"), str(tmp_path / "pki-dir.yml"))
+    assert proc.returncode == 0, proc.stdout
+    return re.search(r"pki=(\S+)", proc.stdout).group(1)
+
+
+def test_the_default_pki_folder_is_one_per_inventory(tmp_path):
+    first = pki_dir_of(tmp_path, tmp_path / "cluster-a")
+    assert first == pki_dir_of(tmp_path, tmp_path / "cluster-a")
+    second = pki_dir_of(tmp_path, tmp_path / "cluster-b")
+    assert first != second
+    assert re.fullmatch(r".*/\.local/share/k8s_ipsec/cluster-[0-9a-f]{8}", first), first
