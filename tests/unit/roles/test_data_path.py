@@ -99,6 +99,8 @@ def test_initiator_restarts_and_both_ends_trap(cluster, tunnel_type):
             assert actions == (INITIATOR_ACTIONS if peer["initiator"] else RESPONDER_ACTIONS), (host, peer["name"])
             assert conn["unique"] == "replace"
             assert conn.get("keyingtries") == ("0" if peer["initiator"] else None), (host, peer["name"])
+            # the initiator re-authenticates, so expiry and the CRL are seen by long-lived SAs
+            assert conn.get("reauth_time") == ("4h" if peer["initiator"] else None), (host, peer["name"])
 
 
 def test_default_tunnel_type_is_the_roles_default(cluster):
