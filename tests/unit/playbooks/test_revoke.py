@@ -126,3 +126,77 @@ def test_psk_mode_deletes_only_the_removed_nodes_pair_secrets(pki, tmp_path):
     assert proc.returncode == 0, proc.stdout
     assert sorted(p.name for p in (pki_dir / "psk").iterdir()) == ["pair-1-2"]
     assert not (pki_dir / "crl.pem").exists()
+
+
+def record_new_certificates(tmp_path, pki_dir, new, signing_ca="ca"):
+    """The strongswan role's issued.yml as pki.yml runs it after signing: new maps a host to its new certificate's
+    PEM (None: its certificate did not change)."""
+    tasks = [
+        {
+            "name": "The signing task's result",
+            "ansible.builtin.set_fact": {
+                "__strongswan_node_cert": {
+                    "changed": "{{ __new[inventory_hostname] is not none }}",
+                    "certificate": "{{ __new[inventory_hostname] or lookup('file', __record, rstrip=false) }}",
+                },
+            },
+            "vars": {"__record": "{{ strongswan_pki_dir }}/issued/{{ inventory_hostname }}.crt"},
+        },
+        {
+            "name": "Record",
+            "ansible.builtin.import_role": {"name": "k8s_ipsec.cni.strongswan", "tasks_from": "issued.yml"},
+        },
+    ]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": tasks}]))
+    inventory = {
+        "all": {
+            "hosts": {name: {} for name in new},
+            "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    variables = {"ansible_become": False, "strongswan_pki_dir": str(pki_dir), "__new": new,
+                 "__strongswan_signing_ca": signing_ca, "strongswan_ca_common_name": CA_NAME}  # fmt: skip
+    (tmp_path / "extra.json").write_text(json.dumps(variables))
+    return run_ansible(
+        "ansible-playbook", "-i", str(tmp_path / "hosts.yml"), "-e", f"@{tmp_path / 'extra.json'}",
+        str(tmp_path / "play.yml"),
+    )  # fmt: skip
+
+
+def test_a_reissued_certificate_revokes_the_one_it_replaces_and_each_is_kept_by_serial(pki, tmp_path):
+    pki_dir, serials = pki
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    new = {name: issue(name, CA_NAME, ec.generate_private_key(ec.SECP256R1()), ca_key) for name in ("a", "d")}
+    pem = {name: cert.public_bytes(serialization.Encoding.PEM).decode() for name, cert in new.items()}
+    work = tmp_path / "run"
+    work.mkdir()
+    (pki_dir / "issued" / "serials").mkdir()
+    # a: renewed (its old certificate on record); d: a first certificate; b: unchanged
+    b_before = (pki_dir / "issued" / "b.crt").read_bytes()
+    proc = record_new_certificates(work, pki_dir, {"a": pem["a"], "d": pem["d"], "b": None})
+    assert proc.returncode == 0, proc.stdout
+    crl = x509.load_pem_x509_crl((pki_dir / "crl.pem").read_bytes())
+    assert crl.is_signature_valid(x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes()).public_key())
+    assert crl_serials(pki_dir / "crl.pem") == {serials["a"]}
+    for name in ("a", "d"):
+        assert (pki_dir / "issued" / f"{name}.crt").read_text() == pem[name]
+        assert (pki_dir / "issued" / "serials" / f"{new[name].serial_number:x}.crt").read_text() == pem[name]
+    assert (pki_dir / "issued" / "b.crt").read_bytes() == b_before
+    # a second run with nothing new revokes nothing more
+    assert record_new_certificates(work, pki_dir, {"a": None, "b": None}).returncode == 0
+    assert crl_serials(pki_dir / "crl.pem") == {serials["a"]}
+
+
+def test_a_rollover_to_a_new_ca_revokes_nothing(pki, tmp_path):
+    pki_dir = pki[0]
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    cert = issue("a", CA_NAME, ec.generate_private_key(ec.SECP256R1()), ca_key)
+    (pki_dir / "issued" / "serials").mkdir()
+    work = tmp_path / "run"
+    work.mkdir()
+    new = {"a": cert.public_bytes(serialization.Encoding.PEM).decode()}
+    proc = record_new_certificates(work, pki_dir, new, signing_ca="ca-next")
+    assert proc.returncode == 0, proc.stdout
+    assert not (pki_dir / "crl.pem").exists()
+    assert (pki_dir / "issued" / "a.crt").read_text() == new["a"]
