@@ -800,43 +800,47 @@ def _keyed_elements(elements):
     return {json.dumps(e, sort_keys=True): e for e in elements}
 
 
-def nft_differences(wanted, live):
-    """What differs between two (chains, sets, rules) triples, one line per chain or set."""
-    found = []
+def _nft_compare(wanted, live):
+    """How two (chains, sets, rules) triples differ: (lines for chains, rules and set types that differ, names of
+    the sets that differ only in their elements)."""
+    shape, elements = [], []
     (w_chains, w_sets, w_rules), (l_chains, l_sets, l_rules) = wanted, live
     for name in sorted(set(w_chains) | set(l_chains)):
         if w_chains.get(name) != l_chains.get(name):
-            found.append("chain %s of table inet %s differs from the settings" % (name, NFT_TABLE))
+            shape.append("chain %s of table inet %s differs from the settings" % (name, NFT_TABLE))
             continue
         if [r for r in w_rules if r["chain"] == name] != [r for r in l_rules if r["chain"] == name]:
-            found.append("the rules of chain %s in table inet %s differ from the settings" % (name, NFT_TABLE))
+            shape.append("the rules of chain %s in table inet %s differ from the settings" % (name, NFT_TABLE))
     for name in sorted(set(w_sets) | set(l_sets)):
         want, have = w_sets.get(name), l_sets.get(name)
         if want is None or have is None or want["type"] != have["type"] or want["flags"] != have["flags"]:
-            found.append("set %s of table inet %s differs from the settings" % (name, NFT_TABLE))
+            shape.append("set %s of table inet %s differs from the settings" % (name, NFT_TABLE))
         elif set(_keyed_elements(want["elem"])) != set(_keyed_elements(have["elem"])):
-            found.append("set %s of table inet %s does not hold exactly the peers' subnets" % (name, NFT_TABLE))
-    return found
+            elements.append(name)
+    return shape, elements
+
+
+def nft_differences(wanted, live):
+    """What differs between two (chains, sets, rules) triples, one line per chain or set."""
+    shape, elements = _nft_compare(wanted, live)
+    return shape + [
+        "set %s of table inet %s does not hold exactly the peers' subnets" % (name, NFT_TABLE) for name in elements
+    ]
 
 
 def nft_changes(s, listing, hold=False):
     """The commands that bring the live table (a listing, or None) to the settings. When only the peers changed, just
     the set's elements are added and deleted: a packet of an existing peer never meets a table being replaced."""
-    wanted = nft_ruleset(s, hold)
     if listing is None:
         return nft_load_commands(s, hold)["nftables"]
-    (w_chains, w_sets, w_rules), (l_chains, l_sets, l_rules) = wanted, nft_listed(listing)
-    same_shape = (
-        w_chains == l_chains
-        and set(w_sets) == set(l_sets)
-        and all((w_sets[n]["type"], w_sets[n]["flags"]) == (l_sets[n]["type"], l_sets[n]["flags"]) for n in w_sets)
-        and all([r for r in w_rules if r["chain"] == n] == [r for r in l_rules if r["chain"] == n] for n in w_chains)
-    )
-    if not same_shape:
+    wanted, live = nft_ruleset(s, hold), nft_listed(listing)
+    shape, elements = _nft_compare(wanted, live)
+    if shape:
         return nft_load_commands(s, hold)["nftables"]
+    w_sets, l_sets = wanted[1], live[1]
     commands = []
-    for name, nft_set in w_sets.items():
-        want, have = _keyed_elements(nft_set["elem"]), _keyed_elements(l_sets[name]["elem"])
+    for name in elements:
+        want, have = _keyed_elements(w_sets[name]["elem"]), _keyed_elements(l_sets[name]["elem"])
         target = {"family": "inet", "table": NFT_TABLE, "name": name}
         extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
         if extra:
