@@ -87,3 +87,14 @@ def test_rotate_refuses_a_limit_before_touching_any_node(tmp_path):
     said = " ".join(proc.stdout.split())
     assert "rotate.yml rotates the credentials of every node together and takes no --limit (a given)" in said
     assert "UNREACHABLE" not in proc.stdout
+
+
+def test_rotate_without_a_limit_goes_on_to_the_nodes(tmp_path):
+    # ssh to a closed port on loopback: the run reaches the nodes and fails there, at once
+    hosts = {name: {"ansible_host": "127.0.0.1", "ansible_port": 1, "k8s_ipsec_address": f"192.0.2.{i}",
+                    "k8s_ipsec_node_index": i} for i, name in ((1, "a"), (2, "b"))}  # fmt: skip
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump({"k8s_cluster": {"hosts": hosts}}))
+    proc = run_ansible("ansible-playbook", "-i", str(tmp_path / "hosts.yml"), "playbooks/rotate.yml")
+    assert "takes no --limit" not in proc.stdout
+    assert "Check that no --limit splits the cluster's credentials" in proc.stdout
+    assert "UNREACHABLE" in proc.stdout
