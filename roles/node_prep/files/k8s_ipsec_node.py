@@ -46,6 +46,9 @@ LEGACY_CHAINS = (
     ("mangle", "POSTROUTING", "K8S-IPSEC-FAILCLOSED"),
     ("nat", "POSTROUTING", "K8S-IPSEC-MASQUERADE"),
 )
+# The CNI bridge plugin's macspoofchk (the conflist turns it on) keeps its per-pod chains in this table and leaves
+# the table, with an empty base chain, after the last pod: firewall remove takes it away when nothing else is in it.
+MACSPOOFCHK_TABLE = ("bridge", "nat")
 AF_INET = socket.AF_INET
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
@@ -894,11 +897,26 @@ class Nft:
             raise Failure("nft could not %s: %s" % (what, (error or "").strip()))
         return output
 
-    def table(self, family="inet"):
-        """The listing of our table of that family, or None when there is none."""
-        listing = {"nftables": [{"list": {"table": {"family": family, "name": NFT_TABLE}}}]}
+    def table(self, family="inet", name=NFT_TABLE):
+        """The listing of a table (ours by default), or None when there is none."""
+        listing = {"nftables": [{"list": {"table": {"family": family, "name": name}}}]}
         rc, output, _error = self.nft.json_cmd(listing)
         return output if rc == 0 else None
+
+
+def macspoofchk_only(listing):
+    """Whether a table listing holds nothing but what the bridge plugin's macspoofchk makes."""
+    for item in listing.get("nftables", []):
+        if "chain" in item:
+            chain = item["chain"]["name"]
+            if chain != "PREROUTING" and not chain.startswith("cni-br-iface-"):
+                return False
+        elif "rule" in item:
+            if not str(item["rule"].get("comment", "")).startswith("macspoofchk-"):
+                return False
+        elif "metainfo" not in item and "table" not in item:
+            return False
+    return True
 
 
 def _hold_handles(listing):
@@ -965,6 +983,13 @@ class Firewall:
         if run(["iptables", "-w", "-F", FORWARD_CHAIN], check=False).returncode == 0:
             run(["iptables", "-w", "-X", FORWARD_CHAIN])
         remove_legacy_chains()
+        family, name = MACSPOOFCHK_TABLE
+        spoofcheck = nft.table(family, name)
+        if spoofcheck is not None and macspoofchk_only(spoofcheck):
+            table = {"family": family, "name": name}
+            nft.cmd(
+                {"nftables": [{"delete": {"table": table}}]}, "delete the bridge plugin's table %s %s" % (family, name)
+            )
 
     @staticmethod
     def hold(nft):

@@ -317,6 +317,22 @@ def test_remove_takes_out_ours_and_nothing_else_and_may_run_again(netns):
     assert "k8s-ipsec" not in results[-1][1].lower(), results[-1]
 
 
+# What the CNI bridge plugin's macspoofchk leaves in table bridge nat after its last pod, and a pod's chains.
+MACSPOOFCHK = (
+    "nft add table bridge nat && nft add chain bridge nat PREROUTING '{ type filter hook prerouting priority -100; }'"
+    " && nft add chain bridge nat cni-br-iface-abc-eth0"
+    " && nft add rule bridge nat cni-br-iface-abc-eth0 drop comment '\"macspoofchk-abc-eth0\"'"
+)
+
+
+@pytest.mark.parametrize("foreign", [False, True], ids=["only-macspoofchk", "with-a-foreign-rule"])
+def test_remove_takes_the_bridge_plugins_leftover_table_and_nobody_elses(netns, foreign):
+    extra = " && nft add rule bridge nat PREROUTING counter comment '\"someone-else\"'" if foreign else ""
+    results = netns.steps(MACSPOOFCHK + extra, "node firewall apply", "node firewall remove", "nft list tables")
+    assert results[:3] == [(0, "")] * 3, results
+    assert ("table bridge nat" in results[-1][1]) == foreign, results[-1]
+
+
 def test_a_new_peer_is_admitted_on_apply_and_without_the_tunnel_settings_none_is(netns):
     grown = netns.dir / "tunnels-grown"
     new_peer = "k8s-ipsec4 192.168.64.10 192.168.64.40 9 10.128.4.0/24 peer4-n4 responder"
