@@ -3,7 +3,6 @@ settings and the node program's settings. The node program itself is tested in t
 
 import itertools
 import json
-import os
 import subprocess
 
 import pytest
@@ -281,50 +280,3 @@ def test_rendered_settings_pass_shellcheck(cluster):
     # SC2034 (assigned but unused): these files only define variables, for the scripts that source them.
     proc = run("shellcheck", "-s", "sh", "-e", "SC2034", *files)
     assert proc.returncode == 0, proc.stdout
-
-
-def test_reset_removes_the_paths_that_exist_names_them_and_then_finds_nothing(tmp_path):
-    """The reset role's one-run removal: files, links (even dangling) and trees go; missing paths are no change."""
-    remove = yaml.safe_load((ROOT / "roles/reset/vars/main.yml").read_text())["__reset_remove"]
-    (tmp_path / "unit").write_text("x")
-    (tmp_path / "tree" / "leases").mkdir(parents=True)
-    (tmp_path / "tree" / "leases" / "10.128.1.2").write_text("x")
-    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
-    paths = [str(tmp_path / name) for name in ("unit", "missing", "tree", "dangling", "name with space")]
-
-    def run():
-        return subprocess.run(["sh", "-c", remove, "remove", *paths], check=True, capture_output=True, text=True)
-
-    assert run().stdout.splitlines() == [paths[0], paths[2], paths[3]]
-    assert list(tmp_path.iterdir()) == []
-    assert run().stdout == ""
-
-
-def test_reset_stops_installed_units_that_are_enabled_or_running_in_order(tmp_path):
-    """The reset role's one-run stop: units it installed and that are enabled or active are disabled with --now, in
-    the given order (the guard first); units not installed, or installed but idle, are left alone."""
-    stop = yaml.safe_load((ROOT / "roles/reset/vars/main.yml").read_text())["__reset_stop_units"]
-    units, bin_dir = tmp_path / "units", tmp_path / "bin"
-    units.mkdir()
-    bin_dir.mkdir()
-    for unit in ("guard.service", "keeper.timer", "idle.service", "tunnels.service"):
-        (units / unit).write_text("[Unit]\n")
-    # enabled: guard, tunnels; active: keeper.timer; idle.service neither; bridge.service not installed
-    systemctl = bin_dir / "systemctl"
-    systemctl.write_text(
-        "#!/bin/sh\n"
-        'case "$1" in\n'
-        '  is-enabled) case "$2" in guard.service|tunnels.service) echo enabled ;;\n'
-        "    *) echo disabled; exit 1 ;; esac ;;\n"
-        '  -q) [ "$3" = keeper.timer ] ;;\n'
-        '  disable) echo "$4" >> "%s" ;;\n'
-        "esac\n" % (tmp_path / "calls")
-    )
-    systemctl.chmod(0o755)
-    names = ["guard.service", "keeper.timer", "idle.service", "tunnels.service", "bridge.service"]
-    env = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ["PATH"]))
-    out = subprocess.run(
-        ["sh", "-c", stop, "stop", str(units), *names], check=True, capture_output=True, text=True, env=env
-    ).stdout
-    assert out.splitlines() == ["guard.service", "keeper.timer", "tunnels.service"]
-    assert (tmp_path / "calls").read_text().splitlines() == ["guard.service", "keeper.timer", "tunnels.service"]
