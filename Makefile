@@ -30,7 +30,7 @@ pytest: setup tools
 	$(BIN)/pytest -q
 
 # Every shell program: the lab's and the tests'.
-SHELL_SCRIPTS = tests/*.sh tests/lab/*.sh $(wildcard tests/lab/lib/*.sh tests/lab/checks/*.sh tests/lab/pending/*.sh) \
+SHELL_SCRIPTS = tests/*.sh tests/lab/*.sh $(wildcard tests/lab/lib/*.sh tests/lab/checks/*.sh) \
   tests/lab/files/*.sh
 
 lint: setup tools

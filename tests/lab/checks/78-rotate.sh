@@ -3,7 +3,8 @@
 # a new CA trusted beside the old, every node's key and certificate re-issued from it, every pair re-authenticated
 # once (make-before-break), then the old CA dropped. This is the whole certificate path: rotate=certs and the renewal
 # window re-issue and re-authenticate the same way, from the same CA. Counted: lost pings, cleartext on the bridge,
-# new serials and CA on every node, the old CA no longer loaded, every IKE_SA re-established and one per pair.
+# new serials and CA on every node, the old CA no longer loaded, every IKE_SA re-established and one per pair, and a
+# long-lived TCP stream between pods that must stay open through the whole rotation.
 # On a psk lab (LAB_AUTH=psk) it is rotate=psk instead: new pair secrets on every node, every pair re-authenticated.
 # A re-authentication may cost a pair the packets of one moment: strongSwan's responder installs the new CHILD_SA and
 # sends on it before the initiator has installed its inbound half, whose SPI is still a larval (ACQ) state there;
@@ -30,6 +31,11 @@ declare -A CREDS=() SAS=() ACQ=()
 for ((i = 1; i <= N; i++)); do CREDS[$i]=$(creds_of "$i") SAS[$i]=$(ike_ids "$i") ACQ[$i]=$(acquire_errors "$i"); done
 capture_start rotate
 for ((i = 1; i <= N; i++)); do outage_start "$i" $((i % N + 1)); done
+# one long-lived TCP stream through the whole rotation: a1 downloads a2's 10 MiB blob at 20 KiB/s (about 9 min)
+# shellcheck disable=SC2016 # expanded on the node
+L 1 "rm -f /root/stream.*; ip netns exec pod-a1 curl -s -o /root/stream.bin --limit-rate 20k http://${POD_IP[2]}:8080/blob &
+  echo \$! >/root/stream.pid; wait \$!; echo \$? >/root/stream.rc" >/dev/null 2>&1 &
+stream_ssh=$!
 
 ok=y
 t=$SECONDS
@@ -37,6 +43,20 @@ playbook "rotate-$ROTATE" playbooks/rotate.yml -e "rotate=$ROTATE" >/dev/null ||
 rot_s=$((SECONDS - t))
 
 sleep 3 # the last pair's pings after its re-authentication
+# the stream is still open (curl has not ended: a reset or a timeout would end it) and still moving
+stream_size() { L 1 "stat -c %s /root/stream.bin 2>/dev/null || echo 0" 2>/dev/null || echo 0; }
+size1=$(stream_size)
+sleep 3
+size2=$(stream_size)
+stream_rc=$(L 1 "cat /root/stream.rc 2>/dev/null" 2>/dev/null || true)
+if [[ -z $stream_rc ]] && ((size2 > size1 && size1 > 0)); then
+  stream="TCP stream a1<-a2 open through it (${size2} bytes so far)"
+else
+  ok=n stream="TCP stream a1<-a2 broken (curl status ${stream_rc:-running}, ${size1} then ${size2} bytes)"
+fi
+# shellcheck disable=SC2016 # expanded on the node
+L 1 'kill "$(cat /root/stream.pid)" 2>/dev/null; sleep 1; rm -f /root/stream.*' >/dev/null 2>&1 || true
+wait "$stream_ssh" 2>/dev/null || true
 lost='' lostok=y dropped=0
 for ((i = 1; i <= N; i++)); do
   o=$(outage_stop "$i")
@@ -79,4 +99,4 @@ fi
 ((renewed == N && pairs == N * (N - 1) && reauthed == pairs)) || ok=n
 settle_sas "after $ROTATE rotation" || ok=n
 record "$ROTATE rotation (rotate.yml -e rotate=$ROTATE)" "$([[ $ok = y && $lostok = y ]] && echo PASS || echo FAIL)" \
-  "$rot_s s; $what, IKE_SAs re-established $reauthed/$pairs; lost/sent: ${lost}(XfrmAcquireError +$dropped); $esp ESP packets, $clear cleartext"
+  "$rot_s s; $what, IKE_SAs re-established $reauthed/$pairs; lost/sent: ${lost}(XfrmAcquireError +$dropped); $stream; $esp ESP packets, $clear cleartext"

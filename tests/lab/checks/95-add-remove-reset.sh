@@ -68,6 +68,9 @@ n4_addr=$(plan_address "$NEW" || true)
 n4_subnet=$(plan_subnet "$NEW" || true)
 n4_conns=
 for ((i = 1; i <= M; i++)); do n4_conns+="$(plan_conn "$NEW" "$i" || true) "; done
+# the staying nodes' connections with n4, loaded again below to prove that the CRL alone refuses it
+conf=/etc/swanctl/conf.d/k8s-ipsec.conf kept=/root/k8s-ipsec-before-remove.conf
+for ((i = 1; i <= M; i++)); do L "$i" "cp $conf $kept" || ok_remove=n; done
 t=$SECONDS
 playbook remove-node playbooks/remove_node.yml -e "node=n$NEW" >/dev/null || ok_remove=n
 rm_s=$((SECONDS - t))
@@ -102,8 +105,14 @@ for ((i = 1; i <= M; i++)); do
     2>/dev/null && revoked=$((revoked + 1))
 done
 ((revoked == M)) || ok_remove=n
-# n4 keeps its old configuration and certificate: every connection it initiates must fail
-# (all at once: each waits up to 20 s for an answer that must not come)
+# n4 keeps its old configuration and certificate, and the staying nodes load their connections with it again, as if
+# it had come back (or an operator had restored an old configuration): only the CRL stands between n4 and them, and
+# every connection it initiates must fail (all at once: each waits up to 20 s for an answer that must not come)
+reloaded=0
+for ((i = 1; i <= M; i++)); do
+  L "$i" "swanctl --load-conns --file $kept" >/dev/null 2>&1 && reloaded=$((reloaded + 1))
+done
+((reloaded == M)) || ok_remove=n
 refused=0 tries=0 tried=()
 for c in $n4_conns; do
   tries=$((tries + 1))
@@ -115,10 +124,11 @@ stray=0
 for ((i = 1; i <= M; i++)); do
   L "$i" "swanctl --list-sas --raw 2>/dev/null | grep -q 'remote-host=$n4_addr '" 2>/dev/null && stray=$((stray + 1))
 done
+for ((i = 1; i <= M; i++)); do L "$i" "swanctl --load-conns >/dev/null && rm -f $kept" || ok_remove=n; done
 ((refused == tries && stray == 0)) || ok_remove=n
 recover "after removing n$NEW" || ok_remove=n
 record "remove n$NEW (remove_node.yml)" "$([[ $ok_remove = y ]] && echo PASS || echo FAIL)" \
-  "$rm_s s, changed ${per}; left towards n$NEW: ${left:-nothing}; its serial ${serial:-?} in the CRL of $revoked/$M; n$NEW refused by $refused/$tries, SAs with it: $stray"
+  "$rm_s s, changed ${per}; left towards n$NEW: ${left:-nothing}; its serial ${serial:-?} in the CRL of $revoked/$M; with its old connections loaded again on $reloaded/$M, n$NEW refused by $refused/$tries, SAs with it: $stray"
 
 # ---- reset n4: as it was before add_node.yml, but for the pod this test made (kubeadm reset would remove it)
 L "$NEW" "$CNI_STANDIN pod-down a$NEW; rm -f /root/cri_pods.py /root/cni_runtime.py" >/dev/null 2>&1 || true

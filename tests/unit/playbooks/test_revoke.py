@@ -102,6 +102,20 @@ def crl_serials(path):
     return {entry.serial_number for entry in x509.load_pem_x509_crl(path.read_bytes())}
 
 
+def crl_number_and_issuer_key(path):
+    """The cRLNumber and authorityKeyIdentifier strongSwan needs to pick the CRL (cluster_crl's unit tests say why)."""
+    crl = x509.load_pem_x509_crl(path.read_bytes())
+    return (
+        crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number,
+        crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier,
+    )
+
+
+def ca_key_identifier(pki_dir):
+    ca = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    return x509.SubjectKeyIdentifier.from_public_key(ca.public_key()).digest
+
+
 def test_removed_nodes_are_revoked_in_a_crl_the_ca_signed_and_earlier_entries_stay(pki, tmp_path):
     pki_dir, serials = pki
     work = tmp_path / "run"
@@ -112,11 +126,13 @@ def test_removed_nodes_are_revoked_in_a_crl_the_ca_signed_and_earlier_entries_st
     ca = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
     assert crl.is_signature_valid(ca.public_key())
     assert crl_serials(pki_dir / "crl.pem") == {serials["c"]}
+    assert crl_number_and_issuer_key(pki_dir / "crl.pem") == (1, ca_key_identifier(pki_dir))
     # the node's copy is the controller's CRL
     assert (work / "node-b.crl").read_bytes() == (pki_dir / "crl.pem").read_bytes()
     proc = revoke(work, pki_dir, ["a", "d"])
     assert proc.returncode == 0, proc.stdout
     assert crl_serials(pki_dir / "crl.pem") == {serials["c"], serials["a"]}
+    assert crl_number_and_issuer_key(pki_dir / "crl.pem")[0] == 2
     assert "d: no copy of its certificate" in proc.stdout
 
 
@@ -183,9 +199,12 @@ def test_a_reissued_certificate_revokes_the_one_it_replaces_and_each_is_kept_by_
         assert (pki_dir / "issued" / f"{name}.crt").read_text() == pem[name]
         assert (pki_dir / "issued" / "serials" / f"{new[name].serial_number:x}.crt").read_text() == pem[name]
     assert (pki_dir / "issued" / "b.crt").read_bytes() == b_before
-    # a second run with nothing new revokes nothing more
-    assert record_new_certificates(work, pki_dir, {"a": None, "b": None}).returncode == 0
-    assert crl_serials(pki_dir / "crl.pem") == {serials["a"]}
+    assert crl_number_and_issuer_key(pki_dir / "crl.pem") == (1, ca_key_identifier(pki_dir))
+    # a second run with nothing new leaves the CRL as it is
+    crl_before = (pki_dir / "crl.pem").read_bytes()
+    proc = record_new_certificates(work, pki_dir, {"a": None, "b": None})
+    assert proc.returncode == 0, proc.stdout
+    assert (pki_dir / "crl.pem").read_bytes() == crl_before
 
 
 def test_a_rollover_to_a_new_ca_revokes_nothing(pki, tmp_path):

@@ -4,10 +4,12 @@ import json
 
 import pytest
 from ansible_cli import run_ansible
+from cryptography import x509
+from pki_helpers import issue, key_pem, make_ca, pem
 
 
-def adhoc(module, arguments, check=False):
-    extra = ["--check"] if check else []
+def adhoc(module, arguments, check=False, diff=False):
+    extra = (["--check"] if check else []) + (["--diff"] if diff else [])
     proc = run_ansible(
         "ansible",
         "localhost",
@@ -131,3 +133,42 @@ def test_site_rejects_a_bad_inventory_before_touching_any_node(tmp_path, host_va
     assert proc.returncode != 0
     assert message in proc.stdout
     assert "unreachable=1" not in proc.stdout and "UNREACHABLE" not in proc.stdout
+
+
+def test_cluster_crl_module_tells_the_truth_in_check_mode_then_writes_once(tmp_path):
+    ca, ca_key = make_ca()
+    (tmp_path / "ca.crt").write_bytes(pem(ca))
+    (tmp_path / "ca.key").write_bytes(key_pem(ca_key))
+    node = issue(ca, ca_key)
+    (tmp_path / "node.crt").write_bytes(pem(node))
+    crl = tmp_path / "crl.pem"
+    arguments = {
+        "path": str(crl),
+        "ca_certificate_path": str(tmp_path / "ca.crt"),
+        "ca_privatekey_path": str(tmp_path / "ca.key"),
+        "revoked_serials": [7],
+        "revoked_certificates": [str(tmp_path / "node.crt")],
+        "mode": "0640",
+    }
+    rc, result = adhoc("k8s_ipsec.cni.cluster_crl", arguments, check=True, diff=True)
+    assert rc == 0 and result["changed"] is True, result
+    assert result["added"] == sorted([7, node.serial_number])
+    assert result["diff"]["after"] == "".join("%x\n" % serial for serial in result["added"])
+    assert not crl.exists()
+    rc, result = adhoc("k8s_ipsec.cni.cluster_crl", arguments)
+    assert rc == 0 and result["changed"] is True and result["crl_number"] == 1, result
+    assert {entry.serial_number for entry in x509.load_pem_x509_crl(crl.read_bytes())} == {7, node.serial_number}
+    assert crl.stat().st_mode & 0o777 == 0o640
+    written = crl.read_bytes()
+    rc, result = adhoc("k8s_ipsec.cni.cluster_crl", arguments, check=True)
+    assert rc == 0 and result["changed"] is False and result["serials"] == sorted([7, node.serial_number])
+    rc, result = adhoc("k8s_ipsec.cni.cluster_crl", arguments)
+    assert rc == 0 and result["changed"] is False and crl.read_bytes() == written
+    # a certificate of another CA is named in the failure, and nothing is written
+    stranger = issue(*make_ca())
+    (tmp_path / "stranger.crt").write_bytes(pem(stranger))
+    rc, result = adhoc(
+        "k8s_ipsec.cni.cluster_crl", dict(arguments, revoked_certificates=[str(tmp_path / "stranger.crt")])
+    )
+    assert rc != 0 and "stranger.crt: it was not issued by this CA" in result["msg"]
+    assert crl.read_bytes() == written

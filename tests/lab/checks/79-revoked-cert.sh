@@ -4,12 +4,6 @@
 # its old key and certificate, is refused by both other nodes (a new IKE_SA from them fails), although it is at the
 # same address with a certificate the same CA signed and has not expired; with its new ones the pairs come back.
 # A psk lab has no certificates: the check says so and passes.
-#
-# PENDING, not in checks/ (so not in make e2e): on Debian 12 with strongSwan 5.9.8 both peers accepted n3's revoked
-# certificate although the CRL they loaded lists its serial (swanctl --list-certs --type x509crl shows the CRL with no
-# authKeyId). Revocation does not take effect yet; this check moves back to checks/ with the fix. Run it by hand
-# against a converged lab: cp tests/lab/pending/79-revoked-cert.sh tests/lab/checks/ && tests/lab/e2e.sh --running
-# --only 79.
 
 if grep -q '^ *strongswan_auth: psk' "$ROOT/.lab/inventory/hosts.yml"; then
   record "" PASS "skipped: a psk lab has no certificates"
