@@ -170,8 +170,8 @@ def main():
     except CrlError as exc:
         module.fail_json(msg="%s: %s" % (path, exc))
 
-    pem = result.pop("pem")
-    changed = result.pop("changed")
+    pem = result["pem"]
+    changed = result["changed"]
     if changed and not module.check_mode:
         directory = os.path.dirname(path) or "."
         tmp = os.path.join(module.tmpdir, "crl.pem")
@@ -189,7 +189,14 @@ def main():
         "before_header": "%s (revoked serials)" % path,
         "after_header": "%s (revoked serials)" % path,
     }
-    module.exit_json(changed=changed, diff=diff, **result)
+    module.exit_json(
+        changed=changed,
+        diff=diff,
+        serials=result["serials"],
+        added=result["added"],
+        crl_number=result["crl_number"],
+        reasons=result["reasons"],
+    )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,11 @@ def pki(tmp_path):
         cert = issue(name, CA_NAME, ec.generate_private_key(ec.SECP256R1()), ca_key)
         (tmp_path / "issued" / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         serials[name] = cert.serial_number
-    (tmp_path / "psk").mkdir()
-    for pair in ("pair-1-2", "pair-1-3", "pair-2-3", "pair-3-12"):
-        (tmp_path / "psk" / pair).write_text("secret\n")
+    # psk-next: the next secrets of a rotation that stopped part-way
+    for folder in ("psk", "psk-next"):
+        (tmp_path / folder).mkdir()
+        for pair in ("pair-1-2", "pair-1-3", "pair-2-3", "pair-3-12"):
+            (tmp_path / folder / pair).write_text("secret\n")
     return tmp_path, serials
 
 
@@ -140,7 +142,8 @@ def test_psk_mode_deletes_only_the_removed_nodes_pair_secrets(pki, tmp_path):
     pki_dir = pki[0]
     proc = revoke(tmp_path, pki_dir, ["c"], auth="psk")
     assert proc.returncode == 0, proc.stdout
-    assert sorted(p.name for p in (pki_dir / "psk").iterdir()) == ["pair-1-2"]
+    for folder in ("psk", "psk-next"):
+        assert sorted(p.name for p in (pki_dir / folder).iterdir()) == ["pair-1-2"]
     assert not (pki_dir / "crl.pem").exists()
 
 

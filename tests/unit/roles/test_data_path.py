@@ -190,6 +190,48 @@ def test_psk_secrets_are_shared_by_both_ends_and_differ_between_pairs(cluster):
     assert len(set(secret_of.values())) == len(secret_of) // 2
 
 
+def sent_and_accepted(text):
+    """{remote address: (the secret strongSwan sends, the secrets it accepts)}, as its credential manager picks them:
+    it sends the secret whose owners match both ends (both addresses) and accepts every secret naming the peer."""
+    sent, accepted = {}, {}
+    for entry in parse_strongswan(text)["secrets"].values():
+        remote = entry["id-remote"]
+        accepted.setdefault(remote, set()).add(entry["secret"])
+        if "id-local" in entry:
+            assert remote not in sent, "two secrets match both ends: strongSwan would pick either"
+            sent[remote] = entry["secret"]
+    assert sent.keys() == accepted.keys(), "a peer without a secret to send"
+    return {remote: (sent[remote], accepted[remote]) for remote in sent}
+
+
+def test_psk_rotation_leaves_every_pair_a_secret_both_ends_accept_at_every_step(cluster):
+    rendered, plans = cluster
+    for a, b, peer_of_a, peer_of_b in pairs(plans):
+        address_a, address_b = peer_of_b["remote_address"], peer_of_a["remote_address"]
+        steps = {}
+        for name in ("", "-accept", "-send", "-stopped"):
+            steps[name] = (
+                sent_and_accepted(rendered.text(a, f"swanctl-secrets{name}.conf"))[address_b],
+                sent_and_accepted(rendered.text(b, f"swanctl-secrets{name}.conf"))[address_a],
+            )
+        old = steps[""][0][0]
+        new = steps["-send"][0][0]
+        assert old != new and steps[""][1][0] == old and steps["-send"][1][0] == new
+        # after the controller promoted the new secrets, each node holds them alone
+        steps["-new"] = ((new, {new}), (new, {new}))
+        assert steps[""][0][1] == {old} and steps["-accept"][0][1] == steps["-send"][0][1] == {old, new}
+        # site.yml after a rotation that stopped part-way: as the accept step
+        assert steps["-stopped"] == steps["-accept"]
+        # in lock step every node goes current, accept, send, new: a run that stops between two steps leaves
+        # each pair's ends one step apart at most, and each must accept what the other sends
+        order = ["", "-accept", "-send", "-new"]
+        for first, second in itertools.pairwise(order):
+            for end_a, end_b in ((first, first), (first, second), (second, first)):
+                sent_a, accepted_a = steps[end_a][0]
+                sent_b, accepted_b = steps[end_b][1]
+                assert sent_a in accepted_b and sent_b in accepted_a, (a, b, end_a, end_b)
+
+
 def test_psk_files_are_named_by_the_pairs_indexes(cluster):
     rendered, plans = cluster
     indexes = sorted(plan["index"] for plan in plans.values())
