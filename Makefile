@@ -20,11 +20,22 @@ $(VENV)/.installed: requirements-dev.txt
 
 # Debian tools the fast checks use: shellcheck (pytest and lint); iptables, nftables and the node program's Python
 # modules (pytest runs k8s-ipsec-node for real with /usr/bin/python3 in private network namespaces).
-tools:
+tools: $(BIN)/promtool
 	command -v shellcheck >/dev/null && command -v iptables-restore >/dev/null && command -v nft >/dev/null && \
 	  dpkg -s python3-pyroute2 python3-nftables >/dev/null 2>&1 || \
 	  { apt-get update -q && apt-get install -y -q shellcheck iptables nftables python3-pyroute2 python3-nftables; } \
 	  >/dev/null
+
+# promtool (tests/unit/test_prometheus_rules.py checks and unit-tests roles/metrics/files/k8s-ipsec-rules.yml) taken
+# out of Debian's prometheus package, which is unpacked, not installed: installing it would start a Prometheus server
+# on this machine. `apt-get update` only when the download fails (no package lists yet, or a stale version); apt's
+# notice that it downloads unsandboxed as root (the temp dir is private) is not shown.
+$(BIN)/promtool:
+	mkdir -p $(BIN)
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cd "$$tmp" && \
+	  { apt-get download -q prometheus >/dev/null 2>&1 || \
+	    { apt-get update -q && apt-get download -q prometheus; } >/dev/null; } && \
+	  dpkg -x prometheus_*.deb . && install -m 0755 usr/bin/promtool $(abspath $@)
 
 pytest: setup tools
 	$(BIN)/pytest -q

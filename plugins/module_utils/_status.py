@@ -79,6 +79,7 @@ def parse_swanctl(text):
             for child in entry.get("child-sas", {}).values():
                 children.append(
                     {
+                        "uniqueid": child.get("uniqueid"),
                         "state": child.get("state"),
                         "protocol": child.get("protocol"),
                         "algorithms": _algorithms(child),
@@ -93,6 +94,7 @@ def parse_swanctl(text):
             sas.append(
                 {
                     "connection": name,
+                    "uniqueid": entry.get("uniqueid"),
                     "state": entry.get("state"),
                     "initiator": entry.get("initiator") == "yes",
                     "algorithms": "%s/%s/%s" % (_algorithms(entry), entry.get("prf-alg"), entry.get("dh-group")),
@@ -156,14 +158,31 @@ def peer_problems(conns, sas, expected):
     return summary, problems
 
 
-def parse_xfrm_stat(text):
-    """/proc/net/xfrm_stat as {counter: value}, only the counters that are not zero."""
+def parse_xfrm_stat(text, keep_zero=False):
+    """/proc/net/xfrm_stat as {counter: value}; only the counters that are not zero unless `keep_zero`."""
     counters = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and int(parts[1]):
+        if len(parts) == 2 and parts[1].isdigit() and (keep_zero or int(parts[1])):
             counters[parts[0]] = int(parts[1])
     return counters
+
+
+def certificate_state(path):
+    """The subject, the expiry (Unix time) and the whole days left of the PEM certificate at `path`.
+
+    Needs python3-cryptography (the strongswan role installs it on the nodes); raises ImportError without it.
+    """
+    import datetime  # pylint: disable=import-outside-toplevel
+
+    from cryptography import x509  # pylint: disable=import-outside-toplevel
+
+    with open(path, "rb") as handle:
+        cert = x509.load_pem_x509_certificate(handle.read())
+    utc = datetime.timezone.utc  # noqa: UP017 - also Python 3.8 to 3.10
+    not_after = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=utc)
+    left = not_after - datetime.datetime.now(utc)
+    return {"subject": cert.subject.rfc4514_string(), "days_left": left.days, "not_after": not_after.timestamp()}
 
 
 def _or_dash(value):

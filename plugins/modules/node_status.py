@@ -137,11 +137,11 @@ problems:
        fix: "check strongSwan on this node and on n2 (journalctl -u strongswan); swanctl --initiate --child peer2-n2"}
 """
 
-import datetime
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k8s_ipsec.cni.plugins.module_utils._status import (
+    certificate_state,
     parse_swanctl,
     parse_xfrm_stat,
     peer_problems,
@@ -150,19 +150,11 @@ from ansible_collections.k8s_ipsec.cni.plugins.module_utils._status import (
 )
 
 try:
-    from cryptography import x509
+    import cryptography  # noqa: F401  pylint: disable=unused-import
 
-    HAS_CRYPTOGRAPHY = True
+    HAS_CRYPTOGRAPHY = True  # certificate_state needs it
 except ImportError:
     HAS_CRYPTOGRAPHY = False
-
-
-def certificate_state(path):
-    with open(path, "rb") as handle:
-        cert = x509.load_pem_x509_certificate(handle.read())
-    not_after = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
-    left = not_after - datetime.datetime.now(datetime.timezone.utc)
-    return {"subject": cert.subject.rfc4514_string(), "days_left": left.days}
 
 
 def main():
@@ -241,7 +233,8 @@ def main():
     elif params["certificates"]:
         for label, path in params["certificates"].items():
             try:
-                certificates[label] = certificate_state(path)
+                state = certificate_state(path)
+                certificates[label] = {"subject": state["subject"], "days_left": state["days_left"]}
             except (OSError, ValueError) as exc:
                 problem(label, "cannot read %s: %s" % (path, exc), "re-run the strongswan role")
                 continue

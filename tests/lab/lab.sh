@@ -184,6 +184,8 @@ write_inventory() {
     # the VMs make new host keys at every boot of a fresh image; mitogen checks keys unless told here
     echo "    ansible_host_key_checking: false"
     echo "    k8s_ipsec_kubernetes: false"
+    # the image carries prometheus-node-exporter: 85-metrics scrapes it (LAB_METRICS=0: off)
+    echo "    metrics_enabled: $([[ ${LAB_METRICS:-1} = 0 ]] && echo false || echo true)"
     echo "    strongswan_pki_dir: $LAB/pki"
     if [[ -n ${LAB_TUNNEL_TYPE:-} ]]; then echo "    strongswan_tunnel_type: $LAB_TUNNEL_TYPE"; fi
     if [[ -n ${LAB_AUTH:-} ]]; then echo "    strongswan_auth: $LAB_AUTH"; fi

@@ -6,16 +6,20 @@ usage: k8s-ipsec-node cni0|tunnels|firewall apply|check|remove
        k8s-ipsec-node firewall hold|release
        k8s-ipsec-node guard run|check
        k8s-ipsec-node keeper keep|prune|creds|reauth [<peer address>]
+       k8s-ipsec-node metrics show
 
 Links, addresses and routes are read and written through netlink (pyroute2), the rules through the nftables JSON
 API (python3-nftables), strongSwan's state through `swanctl --raw` and the collection's vici parser. Every read
 takes each kind of kernel object once and compares with dictionaries, so apply and check are linear in peers.
-check prints one line per difference from the settings and exits 1 when there is any.
+check prints one line per difference from the settings and exits 1 when there is any. With K8S_IPSEC_METRICS_FILE
+set, the guard also writes the node's metrics there for node_exporter's textfile collector (docs/metrics.md);
+metrics show prints them.
 """
 
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -31,8 +35,13 @@ import time
 CNI0_CONFIG = "/etc/default/k8s-ipsec-cni0"
 TUNNELS_CONFIG = "/etc/default/k8s-ipsec-tunnels"
 FIREWALL_CONFIG = "/etc/default/k8s-ipsec-firewall"
-# Where the roles install the collection's pure-Python helpers the node uses (the swanctl --raw parser).
+# Where the roles install the collection's pure-Python helpers the node uses (the swanctl --raw parser, metrics).
 LIB_DIR = "/usr/local/lib/k8s-ipsec"
+# What the guard and the keeper counted, for the metrics: {key: count} in JSON, gone at reboot like the counters of
+# the kernel.
+STATE_DIR = "/run/k8s-ipsec"
+# The node's certificate and the cluster CA, under /etc/swanctl, for the metrics.
+CERTIFICATES = {"node": "x509/k8s-ipsec.crt", "ca": "x509ca/k8s-ipsec-ca.crt"}
 # The CNI results cache libcni (containerd, CRI-O) writes: the pods' host-side interfaces, by container.
 CNI_CACHE_DIR = "/var/lib/cni/results"
 NFT_TABLE = "k8s-ipsec"
@@ -193,6 +202,8 @@ def tunnels_settings(path):
     if tunnel_type not in ("xfrm", "vti"):
         raise SettingsError("%s: TYPE=%s: use xfrm or vti" % (path, tunnel_type))
     return {
+        "node": values.get("NODE") or socket.gethostname(),
+        "index": values.get("INDEX", ""),
         "prefix": prefix,
         "type": tunnel_type,
         "mtu": _field(values, path, "MTU", _mtu),
@@ -1047,6 +1058,45 @@ def changing():
         yield
 
 
+def _state_path(name):
+    return os.path.join(config("K8S_IPSEC_STATE_DIR", STATE_DIR), name + ".json")
+
+
+def _update_state(name, change):
+    """Applies change(dict) to the JSON record `name` under an exclusive lock; returns the new record. A record that
+    cannot be read or written is never a reason to fail what is being counted."""
+    path = _state_path(name)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return {}
+    with os.fdopen(fd, "r+", encoding="ascii") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            record = json.loads(handle.read() or "{}")
+        except ValueError:
+            record = {}
+        change(record)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(record, sort_keys=True))
+    return record
+
+
+def count(name, key):
+    """Adds one to counter `key` of record `name` (guard repairs, keeper actions) for the metrics."""
+    _update_state(name, lambda record: record.__setitem__(key, record.get(key, 0) + 1))
+
+
+def counts(name):
+    try:
+        with open(_state_path(name), encoding="ascii") as handle:
+            return json.loads(handle.read() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
 class Node:
     """The parts of one node with one netlink socket and one nftables context, as the guard keeps them."""
 
@@ -1109,12 +1159,15 @@ class Node:
                 log("k8s-ipsec-node %s drifted: %s" % (part, "; ".join(found)))
                 done = self.apply(part, obj)
                 log("k8s-ipsec-node %s restored%s" % (part, (": " + "; ".join(done)) if done else ""))
+                count("guard-repairs", part)
             except (SettingsError, Failure) as err:
                 clean = False
                 log("k8s-ipsec-node %s could not be restored: %s" % (part, err))
+                count("guard-failures", part)
             except Exception as err:  # pylint: disable=broad-except
                 clean = False
                 log("k8s-ipsec-node %s could not be restored: %s: %s" % (part, type(err).__name__, err))
+                count("guard-failures", part)
         return clean
 
 
@@ -1130,8 +1183,10 @@ class Guard:
     """Watches netlink and nftables events; a burst of them leads to one pass over what it may have touched, and
     every `recheck` seconds everything is read in case an event was missed. Idle, it waits in select()."""
 
-    def __init__(self, node, recheck=60.0, interval=None, quiet=0.3, burst=2.0, log=print):
+    def __init__(self, node, recheck=60.0, interval=None, quiet=0.3, burst=2.0, log=print, metrics=None):
         self.node = node
+        # a MetricsWriter, or None: no metrics
+        self.metrics = metrics
         self.recheck = recheck
         # Rules of iptables' legacy backend announce no changes: then the firewall is read every `interval` s.
         self.interval = interval
@@ -1154,26 +1209,35 @@ class Guard:
         selector.register(monitor.stdout.fileno(), selectors.EVENT_READ, "fw")
         parts = self.node.ADDRESSING + ("firewall",)
         self.node.restore(parts, self.log)
+        self._metrics(True)
         next_full = time.monotonic() + self.recheck
         next_fw = time.monotonic() + (self.interval or self.recheck)
         try:
             while stop is None or not stop():
-                touched = self._wait(selector, events, monitor, min(next_full, next_fw) - time.monotonic())
+                due = min(next_full, next_fw, self.metrics.due if self.metrics else next_full)
+                touched = self._wait(selector, events, monitor, due - time.monotonic())
                 now = time.monotonic()
+                clean = True
                 if now >= next_full:
-                    self.node.restore(parts, self.log)
+                    clean = self.node.restore(parts, self.log)
                     next_full = now + self.recheck
                     next_fw = now + (self.interval or self.recheck)
-                    continue
-                if "net" in touched:
-                    self.node.restore(self.node.ADDRESSING, self.log)
-                if "fw" in touched or (self.interval and now >= next_fw):
-                    self.node.restore(("firewall",), self.log)
-                    next_fw = now + (self.interval or self.recheck)
+                else:
+                    if "net" in touched:
+                        clean = self.node.restore(self.node.ADDRESSING, self.log)
+                    if "fw" in touched or (self.interval and now >= next_fw):
+                        clean = self.node.restore(("firewall",), self.log) and clean
+                        next_fw = now + (self.interval or self.recheck)
+                # a repair changes the counters and the state: written at once
+                self._metrics(not clean or ("net" in touched))
         finally:
             monitor.terminate()
             monitor.wait()
             events.close()
+
+    def _metrics(self, changed):
+        if self.metrics is not None and (changed or time.monotonic() >= self.metrics.due):
+            self.metrics.write()
 
     def _wait(self, selector, events, monitor, timeout):
         """Waits for the first event, then gathers the burst (until `quiet` s pass without one, `burst` s at most);
@@ -1221,11 +1285,16 @@ def swanctl_sas(parse_message):
     return sas
 
 
-def _status_parser():
-    sys.path.insert(0, os.environ.get("K8S_IPSEC_LIB", LIB_DIR))
-    from _status import parse_message  # pylint: disable=import-outside-toplevel,import-error
+def _lib(name):
+    """One of the collection's helpers installed beside the program (_status, _metrics)."""
+    directory = os.environ.get("K8S_IPSEC_LIB", LIB_DIR)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    return __import__(name)
 
-    return parse_message
+
+def _status_parser():
+    return _lib("_status").parse_message
 
 
 class Keeper:
@@ -1239,6 +1308,7 @@ class Keeper:
         """Re-initiates the tunnels this node starts when they are down (an idle one whose initiator gave up)."""
         for peer in self.s["peers"]:
             if peer["initiator"] and peer["connection"] not in sas:
+                count("keeper-actions", "initiate")
                 self.swanctl("--initiate", "--child", peer["connection"], "--timeout", "15")
 
     def prune(self, sas):
@@ -1247,6 +1317,7 @@ class Keeper:
         for name in sorted(sas):
             if re.fullmatch(r"peer[0-9]+-[A-Za-z0-9_.-]+", name) and name not in wanted:
                 self.log("closing %s: no longer a peer" % name)
+                count("keeper-actions", "close")
                 self.swanctl("--terminate", "--ike", name, "--force", "--timeout", "10")
 
     def reauth(self, sas, remote=None, first_look=2.0, timeout=90.0, sleep=time.sleep):
@@ -1259,6 +1330,7 @@ class Keeper:
             old = next((sa["uniqueid"] for sa in sas.get(name, []) if sa.get("state") == "ESTABLISHED"), None)
             if old is None:
                 continue
+            count("keeper-actions", "reauthenticate")
             if self.swanctl("--rekey", "--ike-id", old, "--reauth") != 0:
                 self.log("%s: swanctl --rekey --reauth refused; journalctl -u strongswan says why" % name)
                 failed = True
@@ -1285,6 +1357,107 @@ class Keeper:
                 sleep(1)
                 waited += 1
         return not failed
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def link_counters(devices):
+    """{device: {rx_bytes, tx_bytes, rx_packets, tx_packets}} of the devices that exist."""
+    found = {}
+    for device in devices:
+        base = "/sys/class/net/%s/statistics/" % device
+        try:
+            values = {}
+            for key in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"):
+                with open(base + key, encoding="ascii") as handle:
+                    values[key] = int(handle.read())
+        except (OSError, ValueError):
+            continue
+        found[device] = values
+    return found
+
+
+def node_metrics(settings, sa_events=None):
+    """The node's metrics as Prometheus text (docs/metrics.md), read with the parsers verify.yml uses."""
+    status, metrics = _lib("_status"), _lib("_metrics")
+    try:
+        proc = run(["swanctl", "--list-sas", "--raw"], check=False)
+        sas = status.parse_swanctl(proc.stdout)[1] if proc.returncode == 0 else []
+    except OSError:  # no swanctl: no SA
+        sas = []
+    if sa_events is not None:
+        events = sa_events.observe(sas)
+        _update_state("sa-events", lambda record: (record.clear(), record.update(events)))
+    else:
+        events = counts("sa-events")
+    try:
+        with open(config("K8S_IPSEC_XFRM_STAT", "/proc/net/xfrm_stat"), encoding="ascii") as handle:
+            xfrm = status.parse_xfrm_stat(handle.read(), keep_zero=True)
+    except OSError:
+        xfrm = {}
+    certificates = {}
+    for label, path in CERTIFICATES.items():
+        try:
+            certificates[label] = status.certificate_state(
+                os.path.join(config("K8S_IPSEC_SWANCTL_DIR", "/etc/swanctl"), path)
+            )["not_after"]
+        except (OSError, ValueError, ImportError):  # psk mode has none
+            continue
+    peers = [
+        {
+            # connections are named peer<index>-<inventory name> (the plan)
+            "name": peer["connection"].split("-", 1)[-1],
+            "address": str(peer["remote"]),
+            "connection": peer["connection"],
+            "device": peer["device"],
+        }
+        for peer in settings["peers"]
+    ]
+    return metrics.mesh_metrics(
+        {"name": settings["node"], "index": settings["index"], "tunnel_type": settings["type"]},
+        peers,
+        sas,
+        link_counters([peer["device"] for peer in peers]),
+        xfrm,
+        certificates,
+        {"repairs": counts("guard-repairs"), "failures": counts("guard-failures")},
+        counts("keeper-actions"),
+        events,
+    )
+
+
+class MetricsWriter:
+    """The guard's metrics file: written whole and renamed into place, so the textfile collector never reads half."""
+
+    def __init__(self, path, interval=15.0, log=print):
+        self.path = path
+        self.interval = interval
+        self.log = log
+        self.events = None
+        self.due = 0.0
+        self.failing = False
+
+    def write(self):
+        self.due = time.monotonic() + self.interval
+        try:
+            if self.events is None:
+                self.events = _lib("_metrics").SaEvents(counts("sa-events"))
+            text = node_metrics(tunnels_settings(config("K8S_IPSEC_TUNNELS_CONFIG", TUNNELS_CONFIG)), self.events)
+            directory = os.path.dirname(self.path) or "."
+            os.makedirs(directory, exist_ok=True)
+            temporary = os.path.join(directory, ".%s.%d" % (os.path.basename(self.path), os.getpid()))
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, self.path)
+            if self.failing:
+                self.log("k8s-ipsec-node metrics written again to %s" % self.path)
+            self.failing = False
+        except Exception as err:  # pylint: disable=broad-except
+            if not self.failing:  # once, not every interval
+                self.log("k8s-ipsec-node metrics not written to %s: %s: %s" % (self.path, type(err).__name__, err))
+            self.failing = True
 
 
 def creds_digest(directory):
@@ -1314,6 +1487,7 @@ def creds(directory, loaded_record):
     with open(loaded_record, "w", encoding="ascii") as handle:
         handle.write(digest + "\n")
     print("credentials reloaded")
+    count("keeper-actions", "reload_credentials")
     return True
 
 
@@ -1347,14 +1521,22 @@ def main(argv):
             if verb == "check":
                 return 0 if node.restore(Node.ADDRESSING + ("firewall",)) else 1
             legacy = "legacy" in run(["iptables", "-V"], check=False).stdout
+            log = functools.partial(print, flush=True)
+            metrics_file = os.environ.get("K8S_IPSEC_METRICS_FILE")
             guard = Guard(
                 node,
                 recheck=float(os.environ.get("K8S_IPSEC_GUARD_RECHECK", "60")),
                 interval=float(os.environ.get("K8S_IPSEC_GUARD_INTERVAL", "5")) if legacy else None,
-                log=lambda line: print(line, flush=True),
+                log=log,
+                metrics=MetricsWriter(metrics_file, float(os.environ.get("K8S_IPSEC_METRICS_INTERVAL", "15")), log=log)
+                if metrics_file
+                else None,
             )
             guard.run()
             return 1
+        if part == "metrics" and verb == "show" and not rest:
+            sys.stdout.write(node_metrics(tunnels_settings(config("K8S_IPSEC_TUNNELS_CONFIG", TUNNELS_CONFIG))))
+            return 0
         if part == "keeper" and verb in ("keep", "prune", "creds", "reauth") and len(rest) <= (verb == "reauth"):
             keeper = Keeper(tunnels_settings(config("K8S_IPSEC_TUNNELS_CONFIG", TUNNELS_CONFIG)))
             sas = keeper.read_sas()

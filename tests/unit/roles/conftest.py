@@ -91,3 +91,10 @@ def four_nodes(tmp_path_factory):
             "kubeadm_api_server_cert_sans": ["api.example.test"],
         },
     )
+
+
+@pytest.fixture(autouse=True)
+def node_state_dir(tmp_path, monkeypatch):
+    """The node program counts repairs and keeper actions in /run/k8s-ipsec on a node; here in the test's folder."""
+    monkeypatch.setenv("K8S_IPSEC_STATE_DIR", str(tmp_path / "node-state"))
+    return tmp_path / "node-state"

@@ -9,7 +9,7 @@ import json
 import subprocess
 
 import pytest
-from node_program import PROGRAM, SYSTEM_PYTHON, NodeNetns
+from node_program import PROGRAM, STATUS_LIB, SYSTEM_PYTHON, NodeNetns
 
 # Runs Guard.run in a thread while shell steps act on the node, each followed by a wait (at least its seconds, then
 # until the guard has been quiet for a while); prints, as JSON, each step's output, what the guard logged and which
@@ -237,3 +237,38 @@ def test_when_nft_monitor_ends_the_guard_exits_for_systemd_to_start_it_again(net
         "k8s-ipsec-node guard run: nft monitor ended; exiting so that systemd starts the guard again",
         "status 1",
     ]
+
+
+def test_the_guard_writes_the_metrics_file_whole_and_again_after_a_repair(netns):
+    """With K8S_IPSEC_METRICS_FILE (the metrics role sets it), `guard run` keeps node_exporter's textfile current."""
+    out = netns.run(
+        f"""
+        setsid {SYSTEM_PYTHON} {PROGRAM} guard run > "$DIR/log" 2>&1 &
+        guard=$!
+        sleep 1.5
+        cp "$DIR/metrics/k8s_ipsec.prom" "$DIR/first.prom"
+        ip link del cni0
+        sleep 1.2
+        kill -- -$guard
+        ls -A "$DIR/metrics"
+        stat -c %a "$DIR/metrics/k8s_ipsec.prom"
+        """,
+        env={
+            "DIR": str(netns.dir),
+            "K8S_IPSEC_GUARD_RECHECK": "3600",
+            "K8S_IPSEC_METRICS_FILE": str(netns.dir / "metrics" / "k8s_ipsec.prom"),
+            "K8S_IPSEC_METRICS_INTERVAL": "3600",
+            "K8S_IPSEC_LIB": str(STATUS_LIB),
+            "K8S_IPSEC_STATE_DIR": str(netns.dir / "state"),
+        },
+    )
+    # only the file: the temporary one was renamed into place
+    assert out.splitlines() == ["k8s_ipsec.prom", "644"], (netns.dir / "log").read_text()
+    first = (netns.dir / "first.prom").read_text().splitlines()
+    last = (netns.dir / "metrics" / "k8s_ipsec.prom").read_text().splitlines()
+    # the guard's first pass built the bridge; the deleted bridge is the second repair, written at once
+    assert 'k8s_ipsec_guard_repairs_total{part="cni0"} 1' in first
+    assert 'k8s_ipsec_guard_repairs_total{part="cni0"} 2' in last
+    # the tunnel settings of this namespace list no peer (the host kernel has no XFRM devices)
+    assert any(line.startswith('k8s_ipsec_node_info{node="') for line in last)
+    assert not any(line.startswith("k8s_ipsec_peer_ike_sa_established{") for line in last)

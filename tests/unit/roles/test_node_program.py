@@ -894,7 +894,7 @@ def keeper_cli(tmp_path):
     (tmp_path / "swanctl" / "x509").mkdir(parents=True)
     (tmp_path / "swanctl" / "x509" / "k8s-ipsec.crt").write_text("issued\n")
 
-    def run(*args, peers=KEEPER_PEERS):
+    def run(*args, peers=KEEPER_PEERS, part="keeper"):
         (tmp_path / "tunnels").write_text(TUNNELS.split("PEERS=", maxsplit=1)[0] + f"PEERS='\n{peers}'\n")
         calls = tmp_path / "calls"
         calls.write_text("")
@@ -904,9 +904,11 @@ def keeper_cli(tmp_path):
             "K8S_IPSEC_LIB": str(STATUS_LIB),
             "K8S_IPSEC_SWANCTL_DIR": str(tmp_path / "swanctl"),
             "K8S_IPSEC_CREDS_LOADED": str(tmp_path / "run" / "k8s-ipsec" / "credentials.loaded"),
+            "K8S_IPSEC_STATE_DIR": str(tmp_path / "run" / "k8s-ipsec"),
+            "K8S_IPSEC_XFRM_STAT": str(tmp_path / "xfrm_stat"),
         }
         proc = subprocess.run(
-            [sys.executable, str(PROGRAM), "keeper", *args], env=env, capture_output=True, text=True, check=False
+            [sys.executable, str(PROGRAM), part, *args], env=env, capture_output=True, text=True, check=False
         )
         listed = [c for c in calls.read_text().splitlines() if c != "--list-sas --raw"]
         return proc.returncode, proc.stdout, proc.stderr, listed
@@ -1044,3 +1046,39 @@ def test_an_apply_waits_while_another_one_changes_the_node(tmp_path):
         env={"PROGRAM": str(PROGRAM)},
     )
     assert out.splitlines() == ["while locked: 124 none", "after: clean"]
+
+
+def test_metrics_show_prints_the_sas_counters_and_certificates_as_prometheus_text(keeper_cli, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from pki_helpers import issue, make_ca
+
+    (tmp_path / "listing").write_text(LAB_LISTING)
+    (tmp_path / "xfrm_stat").write_text("XfrmInError             \t0\nXfrmInNoStates          \t7\n")
+    ca, ca_key = make_ca()
+    cert = issue(ca, ca_key)
+    (tmp_path / "swanctl" / "x509" / "k8s-ipsec.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    starts_all = KEEPER_PEERS.replace("responder", "initiator")
+    # the keeper brings peer4-n4 up: one action counted
+    assert keeper_cli("keep", peers=starts_all)[3] == ["--initiate --child peer4-n4 --timeout 15"]
+    status, out, err, _calls = keeper_cli("show", peers=starts_all, part="metrics")
+    assert (status, err) == (0, "")
+    lines = set(out.splitlines())
+    n2 = 'peer="n2",peer_address="192.168.64.20"'
+    assert "k8s_ipsec_peer_ike_sa_established{%s} 1" % n2 in lines
+    assert 'k8s_ipsec_peer_child_sa_installed{peer="n4",peer_address="192.168.64.40"} 0' in lines
+    assert 'k8s_ipsec_xfrm_errors_total{counter="XfrmInNoStates"} 7' in lines
+    assert 'k8s_ipsec_xfrm_errors_total{counter="XfrmInError"} 0' in lines
+    assert 'k8s_ipsec_keeper_actions_total{action="initiate"} 1' in lines
+    expiry = int(cert.not_valid_after_utc.timestamp())
+    assert 'k8s_ipsec_certificate_expiry_timestamp_seconds{certificate="node"} %d' % expiry in lines
+    # no CA file: no CA series
+    assert not any('certificate="ca"' in line for line in lines)
+    # the node's name and index come from the tunnel settings when the role wrote them, else the host name
+    assert any(line.startswith('k8s_ipsec_node_info{node="') and 'tunnel_type="xfrm"' in line for line in lines)
+
+
+def test_metrics_show_without_charon_reports_every_pair_down(keeper_cli):
+    status, out, _err, _calls = keeper_cli("show", part="metrics")
+    assert status == 0
+    ups = [line for line in out.splitlines() if line.startswith("k8s_ipsec_peer_ike_sa_established{")]
+    assert len(ups) == 3 and all(line.endswith(" 0") for line in ups)
