@@ -47,6 +47,8 @@ def test_the_program_reads_the_rendered_settings_as_the_plan_says(rendered, tmp_
                 plan["gateway"],
             )
             assert peers(tunnels["peers"]) == planned, (host, tunnel_type)
+            # the metrics name the node by its inventory name and index
+            assert (tunnels["node"], tunnels["index"]) == (host, str(plan["index"]))
         # The firewall reads its peers from the tunnel settings, installed as /etc/default/k8s-ipsec-tunnels.
         text = (out / "k8s-ipsec-firewall.default").read_text()
         assert re.search(r"^PEERS_FILE=/etc/default/k8s-ipsec-tunnels$", text, re.M)
