@@ -28,7 +28,8 @@ for ((i = 1; i <= N; i++)); do
   text=$(scrape "$i")
   up=$(grep -c '^k8s_ipsec_peer_child_sa_installed{.* 1$' <<<"$text" || true)
   series=$(grep -c '^k8s_ipsec_peer_child_sa_installed{' <<<"$text" || true)
-  info=$(grep -c "^k8s_ipsec_node_info{node=\"n$i\",index=\"$i\"" <<<"$text" || true)
+  # node_exporter sorts the labels
+  info=$(grep '^k8s_ipsec_node_info{' <<<"$text" | grep "node=\"n$i\"" | grep -c "index=\"$i\"" || true)
   per+="n$i: $up/$series up, info $info; "
   ((up == N - 1 && series == N - 1 && info == 1)) || ok=n
 done
