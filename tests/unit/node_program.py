@@ -152,6 +152,8 @@ class NodeNetns:
             "K8S_IPSEC_FIREWALL_CONFIG": str(self.firewall),
             "K8S_IPSEC_CNI_CACHE": str(self.cache),
             "K8S_IPSEC_LOCK": str(self.dir / "node.lock"),
+            # the guard's and the keeper's counters, in /run/k8s-ipsec on a node
+            "K8S_IPSEC_STATE_DIR": str(self.dir / "state"),
         }
 
     def pod(self, container, host_interface, bridge="cni0"):
