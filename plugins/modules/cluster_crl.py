@@ -174,11 +174,11 @@ def main():
     changed = result["changed"]
     if changed and not module.check_mode:
         directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            module.fail_json(msg="%s: the folder %s does not exist" % (path, directory))
         tmp = os.path.join(module.tmpdir, "crl.pem")
         with open(tmp, "wb") as handle:
             handle.write(pem)
-        if not os.path.isdir(directory):
-            module.fail_json(msg="%s: the folder %s does not exist" % (path, directory))
         module.atomic_move(tmp, path)
     file_args = module.load_file_common_arguments(params)
     if not module.check_mode or os.path.exists(path):
