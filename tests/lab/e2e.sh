@@ -4,9 +4,10 @@
 # lab down. Every row of the table starts with the name of the check file that recorded it (40-reach-esp: ...).
 # Exit status 1 when any check fails.
 #
-# usage: tests/lab/e2e.sh [--running] [--only <checks>] [--list]
+# usage: tests/lab/e2e.sh [--running] [--only <checks>] [--checks-dir <dir>] [--list]
 #   --running        use the running, converged lab (tests/lab/lab.sh up): no boot, converge or teardown
 #   --only <checks>  comma-separated check numbers or names, e.g. 30,40 or 40-reach-esp (default: all; E2E_ONLY)
+#   --checks-dir <dir>  the checks to take instead of tests/lab/checks (make bench's are in tests/lab/bench)
 #   --list           list the checks and exit
 # env:   E2E_KEEP=1    leave the lab running afterwards (then: tests/lab/lab.sh down)
 #        E2E_CYCLES    pod ADD/DEL cycles of 10-idempotence-and-cycles through the CNI stand-in, with host-local
@@ -31,14 +32,16 @@ SETTLE=${E2E_SETTLE:-240}
 RUNNING=0
 ONLY=${E2E_ONLY:-}
 ONLY_HIT=
+CHECKS_DIR=$HERE/checks
 
-usage() { sed -n '2,19s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '2,20s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 while (($#)); do
   case $1 in
     --running) RUNNING=1 ;;
     --only) ONLY=${2:?--only needs a list}; shift ;;
     --only=*) ONLY=${1#--only=} ;;
-    --list) for f in "$HERE"/checks/[0-9][0-9]-*.sh; do f=${f##*/}; echo "${f%.sh}"; done; exit 0 ;;
+    --checks-dir) CHECKS_DIR=$(cd "${2:?--checks-dir needs a folder}" && pwd); shift ;;
+    --list) for f in "$CHECKS_DIR"/[0-9][0-9]-*.sh; do f=${f##*/}; echo "${f%.sh}"; done; exit 0 ;;
     *) usage ;;
   esac
   shift
@@ -46,7 +49,7 @@ done
 
 # The checks to run: checks/NN-name.sh, all or those named by --only (NN, NN-name or NN-name.sh).
 CHECKS=()
-for f in "$HERE"/checks/[0-9][0-9]-*.sh; do
+for f in "$CHECKS_DIR"/[0-9][0-9]-*.sh; do
   b=${f##*/}
   b=${b%.sh}
   if [[ -z $ONLY ]]; then CHECKS+=("$f"); fi

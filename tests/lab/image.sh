@@ -41,7 +41,7 @@ PKGS=(
   linux-image-amd64 tcpdump netbase ca-certificates curl less
   nftables python3-pyroute2 python3-nftables
   python3-grpcio python3-protobuf protobuf-compiler busybox-static
-  prometheus-node-exporter
+  prometheus-node-exporter iperf3
 )
 # python3-grpcio depends on a virtual package in Debian 13 (libre2-11-absl20240722): name what provides it.
 if [[ $SUITE = trixie ]]; then PKGS+=(libre2-11); fi
