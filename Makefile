@@ -41,7 +41,7 @@ pytest: setup tools
 	$(BIN)/pytest -q
 
 # Every shell program: the lab's and the tests'.
-SHELL_SCRIPTS = tests/*.sh tests/lab/*.sh $(wildcard tests/lab/lib/*.sh tests/lab/checks/*.sh) \
+SHELL_SCRIPTS = tests/*.sh tests/lab/*.sh $(wildcard tests/lab/lib/*.sh tests/lab/checks/*.sh tests/lab/bench/*.sh) \
   tests/lab/files/*.sh
 
 lint: setup tools
@@ -56,8 +56,10 @@ sanity: setup
 
 unit: pytest lint sanity
 
-bench: setup
-	$(PY) tests/bench_mesh.py
+# One run, one report: docs/benchmarks.md and its plots (tests/lab/bench.sh boots the lab when none is up; see
+# docs/testing.md for BENCH_SECTIONS and the rest).
+bench: setup tools
+	tests/lab/bench.sh
 
 # The node program's apply and check times on a lab node for 10, 100 and 1000 peers (tests/lab/bench_node.sh boots the
 # lab when none is up); BENCH_GUARD_IDLE=<seconds> also measures the guard's CPU time on an idle, converged lab.
