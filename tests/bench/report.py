@@ -431,16 +431,16 @@ def plot_playbooks(bars, path):
     figure = new_figure(8, 1 + 0.6 * len(bars))
     axes = figure.subplots()
     height = 0.4
-    longest = max([bar[1] or 0 for bar in bars] + [bar[3] or 0 for bar in bars] + [1])
+    longest = max([row[1] or 0 for row in bars] + [row[3] or 0 for row in bars] + [1])
     for offset, (strategy, seconds_at, text_at) in enumerate((("linear", 1, 2), ("mitogen", 3, 4))):
         positions = [index + (offset - 0.5) * height for index in range(len(bars))]
-        figures = [bar[seconds_at] or 0 for bar in bars]
+        figures = [row[seconds_at] or 0 for row in bars]
         axes.barh(positions, figures, height=height, label=strategy)
-        for position, figure_s, bar in zip(positions, figures, bars, strict=True):
+        for position, figure_s, row in zip(positions, figures, bars, strict=True):
             # Failed or missing runs have no bar: say why where the bar would be.
-            label = "not run" if bar[text_at] == NO_FIGURE else bar[text_at]
+            label = "not run" if row[text_at] == NO_FIGURE else row[text_at]
             axes.text(figure_s + longest * 0.01, position, label, va="center", fontsize=8)
-    axes.set_yticks(range(len(bars)), [bar[0] for bar in bars])
+    axes.set_yticks(range(len(bars)), [row[0] for row in bars])
     axes.invert_yaxis()
     axes.set_xlim(0, longest * 1.15)
     axes.set(xlabel="s", title="playbooks")
@@ -509,11 +509,11 @@ def recovery_section(section, link):
 def plot_recovery(faults, path):
     figure = new_figure(8, 1 + 0.45 * len(faults))
     axes = figure.subplots()
-    labels = [f"{name} ({node})" for name, node, *_ in faults]
+    labels = [f"{name} ({node})" for name, node, *_rest in faults]
     gaps = [fault[2] for fault in faults]
     axes.barh(range(len(faults)), gaps, height=0.6)
     longest = max(gaps + [1])
-    for index, (_, _, gap, lost, sent, _) in enumerate(faults):
+    for index, (_name, _node, gap, lost, sent, _back) in enumerate(faults):
         axes.text(gap + longest * 0.01, index, f"lost {lost} of {sent}", va="center", fontsize=8)
     axes.set_yticks(range(len(faults)), labels)
     axes.invert_yaxis()
@@ -674,7 +674,7 @@ def write_report(results, out, plots_dir):
         for name, draw, data in plots:
             draw(data, plots_dir / name)
     # A plot of a section this run did not measure would be from an older run: it must not sit beside this report.
-    drawn = [name for name, _, _ in plots]
+    drawn = [plot[0] for plot in plots]
     for name in PLOT_NAMES:
         if name not in drawn:
             (plots_dir / name).unlink(missing_ok=True)

@@ -120,7 +120,7 @@ def full_report(tmp_path_factory):
 
 
 def test_stamp_comes_from_meta(full_report):
-    text, _ = full_report
+    text = full_report[0]
     assert text.startswith("# Benchmarks\n")
     for line in (
         "- Date: 2026-03-01T12:00:00Z",
@@ -138,7 +138,7 @@ def test_stamp_comes_from_meta(full_report):
 
 
 def test_sections_in_order(full_report):
-    text, _ = full_report
+    text = full_report[0]
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings == [
         "## 1. Plan",
@@ -252,8 +252,8 @@ def test_plots_are_png(full_report):
 
 
 def test_same_results_same_bytes(full_report, tmp_path):
-    _, first = full_report
-    _, second = run_report(tmp_path)
+    first = full_report[1]
+    second = run_report(tmp_path)[1]
     for before, after in zip(first, second, strict=True):
         assert before.read_bytes() == after.read_bytes(), f"{after.name} differs between two runs"
 
@@ -364,6 +364,6 @@ def test_cli_malformed_line_exits_2(tmp_path):
 
 def test_no_emulation_warning_on_real_cpus(tmp_path):
     meta = SAMPLES["meta.txt"].replace("emulated=yes", "emulated=no").replace("QEMU TCG (emulated)", "host")
-    text, _ = run_report(tmp_path, replace={"meta.txt": meta})
+    text = run_report(tmp_path, replace={"meta.txt": meta})[0]
     assert table_rows(section(text, "## 5. Tunnel throughput"))
     assert "emulated" not in prose(section(text, "## 5. Tunnel throughput"))
