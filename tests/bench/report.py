@@ -31,8 +31,8 @@ NO_FIGURE = "—"
 LINE_WIDTH = 120  # as the repository's other docs
 
 EMULATED_WARNING = (
-    "The lab's CPUs are emulated (QEMU TCG): encryption runs as emulated instructions without AES-NI, so these ratios "
-    "say little about real hardware; measure on your own machines."
+    "The lab's CPUs are emulated (QEMU TCG): every instruction, the cipher's included, is translated in software, so "
+    "these ratios say little about real hardware; measure on your own machines."
 )
 
 # The stamp's known keys in the order shown; any other key of meta.txt follows them.

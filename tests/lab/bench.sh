@@ -132,10 +132,10 @@ if ((need_lab)); then
   fi
   # shellcheck disable=SC2016 # expanded on the node
   {
-    echo "lab_cpu=$("$LABSH" ssh 1 'sed -n "s/^model name[[:space:]]*: //p" /proc/cpuinfo | head -n1'), QEMU -accel tcg"
+    echo "lab_cpu=$("$LABSH" ssh 1 'sed -n "s/^model name[[:space:]]*: //p" /proc/cpuinfo | head -n1') (QEMU -accel tcg, 1 per node)"
     echo "emulated=yes"
     echo "platform=$("$LABSH" ssh 1 '. /etc/os-release; echo "$PRETTY_NAME, kernel $(uname -r), strongSwan $(swanctl --version | awk "{print \$NF}")"')"
-    echo "nodes=$NODES lab nodes, 1 emulated CPU each"
+    echo "nodes=$NODES"
   } >>"$RESULTS/meta.txt"
 
   # -------------------------------------------------------------- 3 playbooks, on 3 nodes
