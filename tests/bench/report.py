@@ -455,8 +455,10 @@ def recovery_section(section, link):
     lines = section_head(
         4,
         "Recovery",
-        "Faults injected on a running lab while pods ping each other across nodes: the longest gap in the pings, the "
-        "pings lost of those sent, and the seconds until the SAs are up and every pod answers again.",
+        "Faults injected on a running lab while one pod pings another node's pod every 0.2 s: the longest gap in the "
+        "replies, the pings lost of those sent, and the seconds until the SAs are settled and a round of probes from "
+        "every pod and node to every pod passes (a round takes several seconds, so this is an upper bound; the gap is "
+        "the outage).",
         section,
     )
     if not section or not section.records:

@@ -134,7 +134,9 @@ if ((need_lab)); then
   {
     echo "lab_cpu=$("$LABSH" ssh 1 'sed -n "s/^model name[[:space:]]*: //p" /proc/cpuinfo | head -n1') (QEMU -accel tcg, 1 per node)"
     echo "emulated=yes"
-    echo "platform=$("$LABSH" ssh 1 '. /etc/os-release; echo "$PRETTY_NAME, kernel $(uname -r), strongSwan $(swanctl --version | awk "{print \$NF}")"')"
+    # the package's version: swanctl --version needs a running charon, and the nodes may not be converged yet
+    echo "platform=$("$LABSH" ssh 1 '. /etc/os-release
+      echo "$PRETTY_NAME, kernel $(uname -r), strongSwan $(dpkg-query -W -f "\${Version}" charon-systemd)"')"
     echo "nodes=$NODES"
   } >>"$RESULTS/meta.txt"
 
