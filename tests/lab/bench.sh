@@ -74,12 +74,19 @@ for s in ${SECTIONS//,/ }; do
 done
 commit=$(git -C "$ROOT" rev-parse --short HEAD)
 git -C "$ROOT" diff --quiet HEAD -- . ':!docs/benchmarks.md' ':!docs/benchmarks' || commit+=+dirty
-{
-  echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "commit=$commit"
-  echo "host_cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1) ($(nproc) cores)"
-  echo "command=make bench (BENCH_SECTIONS=$SECTIONS)"
-} >"$RESULTS/meta.txt"
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+if [[ -s $RESULTS/meta.txt ]]; then
+  # figures kept from an earlier run (BENCH_KEEP=1): its stamp stays, and this run is named beside it
+  reruns=$(grep -c '^rerun_' "$RESULTS/meta.txt" || true)
+  echo "rerun_$((reruns + 1))=$now at $commit: BENCH_SECTIONS=$SECTIONS BENCH_PLAYBOOKS=$PLAYBOOKS_PART" >>"$RESULTS/meta.txt"
+else
+  {
+    echo "date=$now"
+    echo "commit=$commit"
+    echo "host_cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1) ($(nproc) cores)"
+    echo "command=make bench (BENCH_SECTIONS=$SECTIONS)"
+  } >"$RESULTS/meta.txt"
+fi
 
 # ---------------------------------------------------------------- 1 plan (the controller alone)
 
@@ -154,7 +161,7 @@ if ((need_lab)); then
     die "the lab has $up nodes up; $NODES needed (tests/lab/lab.sh up $NODES)"
   fi
   # shellcheck disable=SC2016 # expanded on the node
-  {
+  grep -q '^lab_cpu=' "$RESULTS/meta.txt" || {
     echo "lab_cpu=$("$LABSH" ssh 1 'sed -n "s/^model name[[:space:]]*: //p" /proc/cpuinfo | head -n1') (QEMU -accel tcg, 1 per node)"
     echo "emulated=yes"
     # the package's version: swanctl --version needs a running charon, and the nodes may not be converged yet
