@@ -8,7 +8,7 @@
 #   3 playbooks   every playbook, timed with Ansible's own strategy (linear) and with mitogen's
 #   4 recovery    tests/lab/bench/10-recovery.sh: lost pings and the longest gap for each fault, cleartext counted
 #   5 throughput  tests/lab/bench/20-throughput.sh: iperf3 pod to pod over the tunnel against the underlay
-# With no lab up it boots one of 3 fresh nodes (tests/lab/lab.sh) and stops it at the end; a lab that is up (3
+# With no lab up it boots a lab of 3 fresh nodes (tests/lab/lab.sh) and stops it at the end; a lab that is up (3
 # nodes, converged or not) is used and left up, converged, with 3 nodes. Figures are printed, never asserted: the
 # exit status is 1 only when a step failed (its figures are then missing or marked failed in the report).
 #
