@@ -279,6 +279,19 @@ def plot_plan(rows, path):
 # 2. Node program
 
 
+def split_summary(section, key):
+    """(the section's one summary record, the one with `key`, or None; its other records): a second one is an error."""
+    summary, rows = None, []
+    for record in section.records:
+        if key not in record.fields:
+            rows.append(record)
+        elif summary is not None:
+            raise MalformedResults(f"{record.where}: a second {key} record")
+        else:
+            summary = record
+    return summary, rows
+
+
 def node_section(section, link):
     lines = section_head(
         2,
@@ -289,16 +302,15 @@ def node_section(section, link):
     )
     if not section or not section.records:
         return [*lines, NOT_MEASURED, ""], []
-    rows, guard = [], None
-    for record in section.records:
-        if "guard_idle_s" in record.fields:
-            if guard is not None:
-                raise MalformedResults(f"{record.where}: a second guard_idle_s record")
-            guard = (value(record, "guard_idle_s"), numbers(record, "cpu_s"))
-            if guard[0] <= 0:
-                raise MalformedResults(f"{record.where}: guard_idle_s must be more than 0 (it divides the CPU time)")
-        else:
-            rows.append((value(record, "peers", int), value(record, "apply_s"), value(record, "check_s")))
+    guard_record, peer_records = split_summary(section, "guard_idle_s")
+    guard = None
+    if guard_record:
+        guard = (value(guard_record, "guard_idle_s"), numbers(guard_record, "cpu_s"))
+        if guard[0] <= 0:
+            raise MalformedResults(f"{guard_record.where}: guard_idle_s must be more than 0 (it divides the CPU time)")
+    rows = [
+        (value(record, "peers", int), value(record, "apply_s"), value(record, "check_s")) for record in peer_records
+    ]
     rows.sort(key=lambda row: row[0])
     written = []
     if rows:
@@ -463,23 +475,25 @@ def recovery_section(section, link):
     )
     if not section or not section.records:
         return [*lines, NOT_MEASURED, ""], []
-    faults, capture = [], None
-    for record in section.records:
-        if "cleartext" in record.fields:
-            if capture is not None:
-                raise MalformedResults(f"{record.where}: a second cleartext record")
-            capture = (value(record, "cleartext", int), value(record, "esp", int), record.fields.get("capture"))
-        else:
-            faults.append(
-                (
-                    FAULT_NAMES.get(value(record, "fault", str), record.fields["fault"]),
-                    value(record, "node", str),
-                    value(record, "gap_s"),
-                    value(record, "lost", int),
-                    value(record, "sent", int),
-                    value(record, "back_s", required=False),
-                )
-            )
+    capture_record, fault_records = split_summary(section, "cleartext")
+    capture = None
+    if capture_record:
+        capture = (
+            value(capture_record, "cleartext", int),
+            value(capture_record, "esp", int),
+            capture_record.fields.get("capture"),
+        )
+    faults = [
+        (
+            FAULT_NAMES.get(value(record, "fault", str), record.fields["fault"]),
+            value(record, "node", str),
+            value(record, "gap_s"),
+            value(record, "lost", int),
+            value(record, "sent", int),
+            value(record, "back_s", required=False),
+        )
+        for record in fault_records
+    ]
     written = []
     if faults:
         lines += table(
