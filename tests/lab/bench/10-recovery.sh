@@ -35,17 +35,8 @@ bench_fault() {
 # After a reboot the node's own units bring back cni0, the rules, the tunnels and strongSwan; the pod is made again
 # as kubelet would make it (host-local's leases were under /run, so it gets its address back).
 bench_reboot() {
-  local node=$1 t=$SECONDS id boot_id
-  boot_id=$(L "$node" 'cat /proc/sys/kernel/random/boot_id')
-  "$LABSH" ssh-close "$node"
-  LAB_SSH_CONTROL_DIR='' timeout 15 "$LABSH" ssh "$node" 'systemctl reboot' >/dev/null 2>&1 || true
-  "$LABSH" ssh-close "$node"
-  while ((SECONDS - t < 420)); do
-    # no shared connection while the node goes down: a master to the old boot would make the next calls hang
-    id=$(LAB_SSH_CONTROL_DIR='' timeout 10 "$LABSH" ssh "$node" 'cat /proc/sys/kernel/random/boot_id' 2>/dev/null || true)
-    [[ -z $id || $id = "$boot_id" ]] || break
-    sleep 2
-  done
+  local node=$1 t=$SECONDS
+  reboot_node "$node" || true # the units, the SAs and the pod below tell a node that did not come back
   until unit_state "$node" || ((SECONDS - t > 480)); do sleep 2; done
   pod_up "$node"
 }

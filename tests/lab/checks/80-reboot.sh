@@ -3,18 +3,8 @@
 # and a pod ADD works after the reboot (host-local's leases were under /run).
 
 need_pods
-boot_id=$(L 2 'cat /proc/sys/kernel/random/boot_id')
-"$LABSH" ssh-close 2
 t=$SECONDS
-LAB_SSH_CONTROL_DIR='' timeout 15 "$LABSH" ssh 2 'systemctl reboot' >/dev/null 2>&1 || true
-"$LABSH" ssh-close 2
-while :; do
-  # no shared connection while the node goes down: a master to the old boot would make the next calls hang
-  id=$(LAB_SSH_CONTROL_DIR='' timeout 10 "$LABSH" ssh 2 'cat /proc/sys/kernel/random/boot_id' 2>/dev/null || true)
-  [[ -n $id && $id != "$boot_id" ]] && break
-  if ((SECONDS - t > 420)); then break; fi
-  sleep 2
-done
+reboot_node 2 || true # units_ok and the SAs below tell a node that did not come back
 t_ssh=$((SECONDS - t))
 until unit_state 2 || ((SECONDS - t > 480)); do sleep 2; done
 t_units=$((SECONDS - t))

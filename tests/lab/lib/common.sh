@@ -228,6 +228,23 @@ recover() { # recover <label>: the SAs settle and every pod is reachable again (
   return "$rc"
 }
 
+# ---------------------------------------------------------------- reboot (80-reboot, make bench's recovery)
+
+reboot_node() { # reboot_node <i>: reboots node i; returns once it answers from a new boot (status 1 after 420 s)
+  local boot_id id t=$SECONDS
+  boot_id=$(L "$1" 'cat /proc/sys/kernel/random/boot_id')
+  "$LABSH" ssh-close "$1"
+  LAB_SSH_CONTROL_DIR='' timeout 15 "$LABSH" ssh "$1" 'systemctl reboot' >/dev/null 2>&1 || true
+  "$LABSH" ssh-close "$1"
+  while ((SECONDS - t <= 420)); do
+    # no shared connection while the node goes down: a master to the old boot would make the next calls hang
+    id=$(LAB_SSH_CONTROL_DIR='' timeout 10 "$LABSH" ssh "$1" 'cat /proc/sys/kernel/random/boot_id' 2>/dev/null || true)
+    [[ -z $id || $id = "$boot_id" ]] || return 0
+    sleep 2
+  done
+  return 1
+}
+
 # ---------------------------------------------------------------- lost pings during a fault
 
 outage_start() { # outage_start <i> <j>: pod a<i> pings pod a<j> every 0.2 s, in the background on node i
